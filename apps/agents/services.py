@@ -1,0 +1,228 @@
+"""Operations on the agent inventory: create and edit agents, publish prompts, suspend and
+resume, and the kill switches. Every write checks the actor's role in the agent's tenant
+inside its own transaction, so admin, API and CLI get the same rules."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from apps.accounts.models import Tenant, User
+from apps.accounts.permissions import has_tenant_permission
+
+from .choices import AgentStatus
+from .models import Agent, KillSwitch, PromptVersion
+
+# Fields an agent owner edits directly. Status has its own operations (suspend, resume,
+# retire) so that every change of it carries who and why.
+EDITABLE_AGENT_FIELDS = (
+    "name",
+    "slug",
+    "purpose",
+    "owner",
+    "business_owner",
+    "environment",
+    "connected_systems",
+    "channels",
+    "rollout_mode",
+    "model_provider",
+    "model_name",
+)
+
+
+def _require(user: User | None, tenant_id: int, permission: str, message: str) -> None:
+    if user is None or not has_tenant_permission(user, tenant_id, permission):
+        raise PermissionDenied(message)
+
+
+def _save_with_reason(instance, *, by: User | None, reason: str) -> None:
+    """Save and label the history row with who and why (also from workers and the CLI,
+    where no request supplies the user)."""
+    instance._history_user = by
+    instance._change_reason = reason[:100] if reason else None
+    instance.save()
+
+
+# --- Inventory ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def create_agent(*, by: User, tenant: Tenant, prompt_text: str = "", **fields: Any) -> Agent:
+    _require(by, tenant.pk, "agents.add_agent", f"You may not create agents in {tenant}.")
+    unknown = set(fields) - set(EDITABLE_AGENT_FIELDS)
+    if unknown:
+        raise ValidationError(f"Unknown agent fields: {', '.join(sorted(unknown))}.")
+    agent = Agent(tenant=tenant, **fields)
+    agent.full_clean()
+    _save_with_reason(agent, by=by, reason="Agent created")
+    if prompt_text.strip():
+        publish_prompt(agent=agent, text=prompt_text, author=by, change_note="Initial prompt")
+        agent.refresh_from_db()  # publish_prompt saved its own copy: pick up current_prompt
+    return agent
+
+
+@transaction.atomic
+def update_agent(*, agent: Agent, by: User, reason: str = "", **changes: Any) -> Agent:
+    """Apply inventory edits. Locks the row so two editors cannot interleave."""
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    _require(by, agent.tenant_id, "agents.change_agent", f"You may not edit agents in {agent.tenant}.")
+    unknown = set(changes) - set(EDITABLE_AGENT_FIELDS)
+    if unknown:
+        raise ValidationError(f"These fields cannot be edited here: {', '.join(sorted(unknown))}.")
+    for field, value in changes.items():
+        setattr(agent, field, value)
+    agent.full_clean()
+    _save_with_reason(agent, by=by, reason=reason or "Inventory edited")
+    return agent
+
+
+@transaction.atomic
+def publish_prompt(*, agent: Agent, text: str, author: User, change_note: str = "") -> PromptVersion:
+    """Publish ``text`` as the agent's next prompt version and make it current.
+
+    Publishing the text the agent already runs is a no-op that returns the current version.
+    """
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    _require(author, agent.tenant_id, "agents.add_promptversion", f"You may not edit prompts in {agent.tenant}.")
+    if not text.strip():
+        raise ValidationError({"text": "A prompt cannot be empty."})
+    current = agent.current_prompt
+    if current is not None and current.text == text:
+        return current
+    last_number = agent.prompt_versions.aggregate(last=Max("number"))["last"] or 0
+    version = PromptVersion(agent=agent, number=last_number + 1, text=text, change_note=change_note, author=author)
+    version.full_clean()
+    version.save()
+    agent.current_prompt = version
+    _save_with_reason(agent, by=author, reason=f"Prompt v{version.number} published")
+    return version
+
+
+@transaction.atomic
+def approve_prompt(*, version: PromptVersion, approver: User) -> PromptVersion:
+    version = PromptVersion.objects.select_for_update().select_related("agent").get(pk=version.pk)
+    _require(approver, version.agent.tenant_id, "agents.change_agent", "You may not approve prompts in this tenant.")
+    if version.author_id == approver.pk:
+        raise PermissionDenied("A prompt version cannot be approved by its own author.")
+    if version.approved_by_id is not None:
+        raise ValidationError(f"Version {version.number} was already approved by {version.approved_by}.")
+    version.approved_by = approver
+    version.approved_at = timezone.now()
+    version._history_user = approver
+    version.save()
+    return version
+
+
+# --- Suspension ---------------------------------------------------------------------------
+
+
+def _change_status(*, agent: Agent, by: User, reason: str, new_status: str, allowed_from: tuple[str, ...]) -> Agent:
+    if not reason or not reason.strip():
+        raise ValidationError({"reason": "Say why: the reason is kept with the agent's history."})
+    agent = Agent.objects.select_for_update().select_related("tenant").get(pk=agent.pk)
+    _require(by, agent.tenant_id, "agents.suspend_agent", f"You may not suspend or resume agents in {agent.tenant}.")
+    if agent.status not in allowed_from:
+        raise ValidationError(
+            {"status": f"{agent.name} is {agent.get_status_display().lower()}; cannot become {new_status} from there."}
+        )
+    agent.status = new_status
+    agent.status_reason = reason.strip()
+    agent.status_changed_at = timezone.now()
+    agent.status_changed_by = by
+    agent.full_clean()
+    _save_with_reason(agent, by=by, reason=f"{new_status}: {reason.strip()}")
+    return agent
+
+
+@transaction.atomic
+def suspend_agent(*, agent: Agent, by: User, reason: str) -> Agent:
+    """Stop one agent from starting new turns; other agents are untouched."""
+    return _change_status(
+        agent=agent, by=by, reason=reason, new_status=AgentStatus.SUSPENDED, allowed_from=(AgentStatus.ACTIVE,)
+    )
+
+
+@transaction.atomic
+def resume_agent(*, agent: Agent, by: User, reason: str) -> Agent:
+    return _change_status(
+        agent=agent, by=by, reason=reason, new_status=AgentStatus.ACTIVE, allowed_from=(AgentStatus.SUSPENDED,)
+    )
+
+
+@transaction.atomic
+def retire_agent(*, agent: Agent, by: User, reason: str) -> Agent:
+    """Take an agent out of service for good (it stays in the inventory for the record)."""
+    agent_row = Agent.objects.get(pk=agent.pk)
+    _require(by, agent_row.tenant_id, "agents.change_agent", f"You may not retire agents in {agent_row.tenant}.")
+    return _change_status(
+        agent=agent,
+        by=by,
+        reason=reason,
+        new_status=AgentStatus.RETIRED,
+        allowed_from=(AgentStatus.ACTIVE, AgentStatus.SUSPENDED),
+    )
+
+
+# --- Kill switches -------------------------------------------------------------------------
+
+
+def _kill_switch_permission(by: User, tenant: Tenant | None) -> None:
+    if tenant is None:
+        # The global switch stops every tenant's agents: a platform operator's call.
+        if not by.is_superuser:
+            raise PermissionDenied("Only a platform administrator may operate the global kill switch.")
+    else:
+        _require(by, tenant.pk, "agents.change_killswitch", f"You may not operate the kill switch of {tenant}.")
+
+
+@transaction.atomic
+def set_kill_switch(*, engaged: bool, by: User, reason: str, tenant: Tenant | None = None) -> KillSwitch:
+    """Engage or release the global switch (tenant=None) or one tenant's switch."""
+    _kill_switch_permission(by, tenant)
+    if not reason or not reason.strip():
+        raise ValidationError({"reason": "Say why: the reason is kept with the switch's history."})
+    scope = KillSwitch.scope_for(tenant.pk if tenant else None)
+    # One row per scope, created on first use; saved once so its history starts with who and why.
+    switch = KillSwitch.objects.select_for_update().filter(scope=scope).first() or KillSwitch(tenant=tenant)
+    switch.engaged = engaged
+    switch.reason = reason.strip()
+    switch.changed_by = by
+    switch.changed_at = timezone.now()
+    _save_with_reason(switch, by=by, reason=f"{'engaged' if engaged else 'released'}: {reason.strip()}")
+    return switch
+
+
+# --- May it run? ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPermission:
+    allowed: bool
+    reason: str = ""
+
+
+def may_start_turn(agent_id: int) -> RunPermission:
+    """Whether the agent may start a new turn right now.
+
+    Read fresh from the database at every turn (no cache), so a suspension or kill switch
+    takes effect for the very next turn on every worker.
+    """
+    agent = Agent.objects.filter(pk=agent_id).values("status", "tenant_id", "name").first()
+    if agent is None:
+        return RunPermission(False, "This agent does not exist.")
+    engaged = {
+        row["scope"]: row["reason"]
+        for row in KillSwitch.objects.filter(
+            scope__in=[KillSwitch.GLOBAL_SCOPE, KillSwitch.scope_for(agent["tenant_id"])], engaged=True
+        ).values("scope", "reason")
+    }
+    if KillSwitch.GLOBAL_SCOPE in engaged:
+        return RunPermission(False, f"The global kill switch is engaged: {engaged[KillSwitch.GLOBAL_SCOPE]}")
+    if engaged:
+        return RunPermission(False, f"This tenant's kill switch is engaged: {next(iter(engaged.values()))}")
+    if agent["status"] != AgentStatus.ACTIVE:
+        return RunPermission(False, f"{agent['name']} is {agent['status']}.")
+    return RunPermission(True)

@@ -1,0 +1,1 @@
+"""Models for the audit app arrive with its own issue (see DESIGN.md)."""

@@ -1,0 +1,63 @@
+import pytest
+from django.conf import settings as django_settings
+from rest_framework.test import APIClient
+
+from apps.accounts.choices import RoleKind
+
+from .accounts.factories import TenantFactory, UserFactory, member
+from .agents.factories import AgentFactory
+from .celery_worker import celery_worker  # noqa: F401 — a fixture, used by the services suite
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``services`` need PostgreSQL, Redis and a worker: skip them on the
+    embedded default, where make test runs."""
+    if django_settings.REDIS_URL:
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL + Redis + a Celery worker: run make test-services")
+    for item in items:
+        if "services" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def tenant(db):
+    return TenantFactory(name="Acme Support", slug="acme")
+
+
+@pytest.fixture
+def other_tenant(db):
+    return TenantFactory(name="Globex Retail", slug="globex")
+
+
+@pytest.fixture
+def people(tenant):
+    """One user per role kind in ``tenant``, keyed by kind, plus "nobody" (no role)."""
+    found = {kind.value: member(tenant, kind.value, username=kind.value.replace("_", ".")) for kind in RoleKind}
+    found["nobody"] = UserFactory(username="nobody")
+    return found
+
+
+@pytest.fixture
+def superuser(db):
+    return UserFactory(username="root", is_superuser=True, is_staff=True)
+
+
+@pytest.fixture
+def agent(tenant, people):
+    return AgentFactory(tenant=tenant, owner=people["agent_owner"], name="Support Assistant", slug="support-assistant")
+
+
+@pytest.fixture
+def other_agent(other_tenant):
+    return AgentFactory(tenant=other_tenant, name="Globex Helper", slug="globex-helper")
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()

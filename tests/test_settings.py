@@ -1,0 +1,47 @@
+"""The settings module fails loudly on unsafe production configuration, and a
+production-like configuration passes Django's deployment checks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+PRODUCTION_LIKE = {
+    "DEBUG": "false",
+    "SECRET_KEY": "a-long-random-production-secret-key-0123456789-abcdefghijklmnop",
+    "ALLOWED_HOSTS": "controlplane.example.com",
+    "DATABASE_URL": "sqlite:////tmp/controlplane-check-deploy.sqlite3",
+}
+
+
+def _manage(*arguments: str, environment: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {key: value for key, value in os.environ.items() if key not in {"DEBUG", "SECRET_KEY", "REDIS_URL"}}
+    return subprocess.run(  # noqa: S603 — fixed argument list, no shell
+        [sys.executable, "manage.py", *arguments],
+        cwd=REPOSITORY,
+        env={**clean, **environment},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_passes_with_production_settings():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", environment=PRODUCTION_LIKE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_missing_secret_key_with_debug_off_is_refused():
+    environment = {key: value for key, value in PRODUCTION_LIKE.items() if key != "SECRET_KEY"}
+    result = _manage("check", environment={**environment, "SECRET_KEY": ""})
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_bad_boolean_fails_loudly():
+    result = _manage("check", environment={**PRODUCTION_LIKE, "DEBUG": "flase"})
+    assert result.returncode != 0
+    assert "DEBUG='flase' is not a boolean" in result.stderr
