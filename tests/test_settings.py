@@ -17,7 +17,11 @@ PRODUCTION_LIKE = {
 
 
 def _manage(*arguments: str, environment: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {key: value for key, value in os.environ.items() if key not in {"DEBUG", "SECRET_KEY", "REDIS_URL"}}
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DEBUG", "SECRET_KEY", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    }
     return subprocess.run(  # noqa: S603 — fixed argument list, no shell
         [sys.executable, "manage.py", *arguments],
         cwd=REPOSITORY,

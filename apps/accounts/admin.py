@@ -4,16 +4,15 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
-from simple_history.admin import SimpleHistoryAdmin
 
 from . import services
-from .admin_scoping import TenantScopedHistoryAdmin
+from .admin_scoping import ReadOnlyHistoryAdmin, TenantScopedHistoryAdmin
 from .models import ApiToken, Membership, Role, Tenant, User
-from .permissions import tenant_ids_with_permission
+from .permissions import has_tenant_permission, tenant_ids_with_permission
 
 
 @admin.register(Tenant)
-class TenantAdmin(SimpleHistoryAdmin):
+class TenantAdmin(ReadOnlyHistoryAdmin):
     list_display = ["name", "slug", "is_active", "created_at"]
     search_fields = ["name", "slug"]
     list_filter = ["is_active"]
@@ -22,6 +21,12 @@ class TenantAdmin(SimpleHistoryAdmin):
         queryset = super().get_queryset(request)
         allowed = tenant_ids_with_permission(request.user, "accounts.view_tenant")
         return queryset if allowed is None else queryset.filter(pk__in=allowed)
+
+    def has_view_permission(self, request, obj=None):
+        # Per object too: the history page shows a tenant that is outside get_queryset.
+        return super().has_view_permission(request, obj) and (
+            obj is None or has_tenant_permission(request.user, obj.pk, "accounts.view_tenant")
+        )
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -46,7 +51,7 @@ class RoleMembershipInline(admin.TabularInline):
 @admin.register(Role)
 class RoleAdmin(TenantScopedHistoryAdmin):
     list_display = ["name", "tenant", "kind", "idp_group_names", "member_count"]
-    list_filter = ["tenant", "kind"]
+    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter), "kind"]
     list_select_related = ["tenant"]
     search_fields = ["name", "tenant__name"]
     readonly_fields = ["created_at"]
@@ -75,7 +80,7 @@ class RoleAdmin(TenantScopedHistoryAdmin):
 class MembershipAdmin(TenantScopedHistoryAdmin):
     tenant_path = "role__tenant"
     list_display = ["user", "role", "tenant_name", "source", "created_at"]
-    list_filter = ["role__tenant", "role__kind", "source"]
+    list_filter = [("role__tenant", admin.RelatedOnlyFieldListFilter), "role__kind", "source"]
     list_select_related = ["user", "role__tenant"]
     search_fields = ["user__username", "user__email", "role__name"]
     autocomplete_fields = ["user"]
@@ -131,9 +136,16 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin, SimpleHistoryAdmin):
+class UserAdmin(DjangoUserAdmin):
     list_display = ["username", "display_name", "email", "is_staff", "is_active", "last_login"]
-    list_filter = ["is_staff", "is_superuser", "is_active", "memberships__role__tenant", "memberships__role__kind"]
+    # Filters list only tenants present in the rows this user may see (never other tenants' names).
+    list_filter = [
+        "is_staff",
+        "is_superuser",
+        "is_active",
+        ("memberships__role__tenant", admin.RelatedOnlyFieldListFilter),
+        "memberships__role__kind",
+    ]
     search_fields = ["username", "email", "display_name", "first_name", "last_name"]
     inlines = [MembershipInline]
     fieldsets = [

@@ -2,6 +2,7 @@
 one of their roles allows it. Django's own model permissions (through the role groups)
 decide which pages appear at all; this decides which rows, per tenant."""
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -73,7 +74,18 @@ class TenantScopedAdminMixin:
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class TenantScopedHistoryAdmin(TenantScopedAdminMixin, SimpleHistoryAdmin):
+class ReadOnlyHistoryAdmin(SimpleHistoryAdmin):
+    """History pages that only show. simple_history's revision page saves a POSTed form
+    with no more than view permission (SIMPLE_HISTORY_REVERT_DISABLED only hides the
+    button), which would let a reader rewrite rows around the services' checks."""
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        if request.method not in ("GET", "HEAD"):
+            raise PermissionDenied("History is read-only: make changes on the object's own page.")
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+
+class TenantScopedHistoryAdmin(TenantScopedAdminMixin, ReadOnlyHistoryAdmin):
     """A tenant-scoped admin page with the object's full change history."""
 
     list_per_page = 50

@@ -80,3 +80,16 @@ class TenantScopedQuerySet(models.QuerySet):
 
     def for_tenant(self, tenant_id: int):
         return self.filter(**{f"{self.tenant_field}_id": tenant_id})
+
+
+def tenants_visible_to(user):
+    """Active tenants where ``user`` holds any role (every tenant for a superuser). Used to
+    resolve tenant names a user types, so a stranger's tenant reads as "does not exist"."""
+    from .models import Tenant
+
+    tenants = Tenant.objects.filter(is_active=True)
+    if user is None or not user.is_authenticated:
+        return tenants.none()
+    if user.is_superuser:
+        return tenants
+    return tenants.filter(pk__in=list(role_kinds_by_tenant(user)))

@@ -72,7 +72,7 @@ class AgentForm(forms.ModelForm):
 @admin.register(ModelProvider)
 class ModelProviderAdmin(TenantScopedHistoryAdmin):
     list_display = ["name", "tenant", "base_url", "models", "is_active"]
-    list_filter = ["tenant", "is_active"]
+    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter), "is_active"]
     list_select_related = ["tenant"]
     search_fields = ["name", "base_url"]
 
@@ -105,8 +105,10 @@ class ReasonForm(forms.Form):
 class AgentAdmin(TenantScopedHistoryAdmin):
     form = AgentForm
     list_display = ["name", "tenant", "owner", "status_badge", "rollout_mode", "environment", "prompt", "updated_at"]
+    # Related-only filters list just the tenants and owners among visible rows, never
+    # another tenant's names.
     list_filter = [
-        "tenant",
+        ("tenant", admin.RelatedOnlyFieldListFilter),
         ("owner", admin.RelatedOnlyFieldListFilter),
         "status",
         "rollout_mode",
@@ -229,7 +231,7 @@ class AgentAdmin(TenantScopedHistoryAdmin):
 class PromptVersionAdmin(TenantScopedHistoryAdmin):
     tenant_path = "agent__tenant"
     list_display = ["agent", "number", "author", "approved_by", "created_at", "change_note"]
-    list_filter = ["agent__tenant", ("approved_by", admin.EmptyFieldListFilter)]
+    list_filter = [("agent__tenant", admin.RelatedOnlyFieldListFilter), ("approved_by", admin.EmptyFieldListFilter)]
     list_select_related = ["agent", "author", "approved_by"]
     search_fields = ["agent__name", "text", "change_note"]
     readonly_fields = ["agent", "number", "text", "change_note", "author", "approved_by", "approved_at", "created_at"]

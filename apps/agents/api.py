@@ -6,17 +6,16 @@ edit them; suspend and resume are commands that call the same services as the ad
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.shortcuts import get_object_or_404
 from django.urls import include, path
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
 from apps.accounts.models import Tenant, User
-from apps.accounts.permissions import has_tenant_permission
+from apps.accounts.permissions import has_tenant_permission, tenants_visible_to
 
 from . import services
 from .choices import Channel, Environment, RolloutMode
@@ -74,6 +73,19 @@ class AgentSerializer(serializers.ModelSerializer):
         # Uniqueness of (tenant, slug) is checked by the model's own validation, which
         # names the field; DRF's generic validator would not.
         validators = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Resolve tenant and owner names only among the tenants the caller holds a role in,
+        # so another organisation's tenant or people read as "does not exist".
+        request = self.context.get("request")
+        if request is not None:
+            tenants = tenants_visible_to(request.user)
+            self.fields["tenant"].queryset = tenants
+            self.fields["owner"].queryset = User.objects.filter(
+                is_active=True, memberships__role__tenant__in=tenants
+            ).distinct()
+            self.fields["model_provider"].queryset = ModelProvider.objects.filter(tenant__in=tenants)
 
     def validate(self, attrs):
         if self.instance is not None and "tenant" in attrs and attrs["tenant"] != self.instance.tenant:
@@ -208,9 +220,6 @@ class KillSwitchViewSet(viewsets.GenericViewSet):
 
     serializer_class = KillSwitchSerializer
 
-    def get_queryset(self):
-        return KillSwitch.objects.select_related("tenant", "changed_by")
-
     @extend_schema(responses=KillSwitchSerializer(many=True))
     def list(self, request):
         return Response(KillSwitchSerializer(kill_switches_visible_to(request.user), many=True).data)
@@ -220,7 +229,12 @@ class KillSwitchViewSet(viewsets.GenericViewSet):
         payload.is_valid(raise_exception=True)
         tenant = None
         if slug := payload.validated_data.get("tenant"):
-            tenant = get_object_or_404(Tenant, slug=slug)
+            # Unknown and not-yours answer alike, so the endpoint does not reveal tenants.
+            tenant = tenants_visible_to(request.user).filter(slug=slug).first()
+            if tenant is None and request.user.is_superuser:
+                raise NotFound(f"No tenant with slug {slug!r}.")
+            if tenant is None:
+                raise PermissionDenied(f"You may not operate the kill switch of tenant {slug!r}.")
         try:
             switch = services.set_kill_switch(
                 engaged=engaged, by=request.user, reason=payload.validated_data["reason"], tenant=tenant

@@ -58,7 +58,7 @@ class ModelProvider(models.Model):
 
 class AgentQuerySet(TenantScopedQuerySet):
     def with_inventory_relations(self):
-        return self.select_related("tenant", "owner", "model_provider", "current_prompt")
+        return self.select_related("tenant", "owner", "model_provider", "current_prompt", "status_changed_by")
 
 
 class Agent(models.Model):
