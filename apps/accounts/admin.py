@@ -179,6 +179,18 @@ class UserAdmin(DjangoUserAdmin):
         # administrator; tenant administrators then give them roles.
         return request.user.is_superuser
 
+    def has_change_permission(self, request, obj=None):
+        """A tenant administrator edits (and resets the password of) only people who
+        belong to their tenants alone: someone who also works for another tenant, or a
+        platform administrator, is not theirs to take over."""
+        if not super().has_change_permission(request, obj) or obj is None or request.user.is_superuser:
+            return super().has_change_permission(request, obj)
+        if obj.is_superuser:
+            return False
+        allowed = tenant_ids_with_permission(request.user, "accounts.change_user") or set()
+        tenant_ids = set(obj.memberships.values_list("role__tenant_id", flat=True))
+        return bool(tenant_ids) and tenant_ids <= allowed
+
 
 class ApiTokenForm(forms.ModelForm):
     class Meta:

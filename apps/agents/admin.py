@@ -38,20 +38,7 @@ class AgentForm(forms.ModelForm):
 
     class Meta:
         model = Agent
-        fields = [
-            "tenant",
-            "name",
-            "slug",
-            "purpose",
-            "owner",
-            "business_owner",
-            "environment",
-            "connected_systems",
-            "channels",
-            "rollout_mode",
-            "model_provider",
-            "model_name",
-        ]
+        fields = ["tenant", *services.EDITABLE_AGENT_FIELDS]
         error_messages = {
             "owner": {"required": "Every agent needs an owner: the person accountable for what it does."},
         }

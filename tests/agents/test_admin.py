@@ -651,3 +651,24 @@ def test_tenant_history_of_another_tenant_is_refused(client, other_tenant, peopl
     response = logged_in(client, people["admin"]).get(reverse("admin:accounts_tenant_history", args=[other_tenant.pk]))
     assert response.status_code in (403, 404)
     assert other_tenant.name not in response.content.decode()
+
+
+def test_tenant_admin_cannot_take_over_someone_who_also_works_for_another_tenant(
+    client, people, other_tenant, superuser
+):
+    shared = member(other_tenant, "admin", username="shared.person")
+    member(people["admin"].memberships.first().role.tenant, "support_agent", username="shared.person")
+    client.force_login(people["admin"])
+
+    own = client.get(f"/admin/accounts/user/{people['support_agent'].pk}/password/")
+    assert own.status_code == 200
+
+    for target in (shared, superuser):
+        page = client.get(f"/admin/accounts/user/{target.pk}/password/")
+        assert page.status_code != 200
+        client.post(
+            f"/admin/accounts/user/{target.pk}/password/",
+            {"password1": "taken-over-2026!", "password2": "taken-over-2026!", "usable_password": "true"},
+        )
+        target.refresh_from_db()
+        assert not target.check_password("taken-over-2026!")
