@@ -132,7 +132,10 @@ def _change_status(*, agent: Agent, by: User, reason: str, new_status: str, allo
     agent.status_reason = reason.strip()
     agent.status_changed_at = timezone.now()
     agent.status_changed_by = by
-    agent.full_clean()
+    if new_status == AgentStatus.ACTIVE:
+        # Activation re-checks the whole agent (an owner who has left the tenant blocks it);
+        # stopping an agent must never be held up by anything else being wrong with it.
+        agent.full_clean()
     _save_with_reason(agent, by=by, reason=f"{new_status}: {reason.strip()}")
     return agent
 

@@ -182,3 +182,18 @@ def test_invalid_channel_and_model_are_explained(tenant, people):
         )
     assert "channels" in error.value.message_dict
     assert "small-model" in error.value.message_dict["model_name"][0]
+
+
+def test_an_agent_whose_owner_left_can_be_suspended_but_not_reactivated(agent, people):
+    from apps.accounts.models import Membership
+
+    Membership.objects.filter(user=people["agent_owner"]).delete()
+    services.suspend_agent(agent=agent, by=people["security"], reason="Owner left the company")
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.SUSPENDED
+
+    with pytest.raises(ValidationError) as error:
+        services.resume_agent(agent=agent, by=people["security"], reason="Back to work")
+    assert "owner" in error.value.message_dict
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.SUSPENDED
