@@ -183,8 +183,9 @@ class UserAdmin(DjangoUserAdmin):
         """A tenant administrator edits (and resets the password of) only people who
         belong to their tenants alone: someone who also works for another tenant, or a
         platform administrator, is not theirs to take over."""
-        if not super().has_change_permission(request, obj) or obj is None or request.user.is_superuser:
-            return super().has_change_permission(request, obj)
+        allowed_for_model = super().has_change_permission(request, obj)
+        if not allowed_for_model or obj is None or request.user.is_superuser:
+            return allowed_for_model
         if obj.is_superuser:
             return False
         allowed = tenant_ids_with_permission(request.user, "accounts.change_user") or set()
