@@ -113,6 +113,10 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Take the write lock when a transaction starts, not at its first write: two
+    # transactions that read then write would otherwise deadlock ("database is locked").
+    DATABASES["default"].setdefault("OPTIONS", {})["transaction_mode"] = "IMMEDIATE"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
@@ -302,3 +306,23 @@ LOGGING = {
 # The health endpoint pings the broker with this timeout (seconds).
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)
 SIMPLE_HISTORY_REVERT_DISABLED = True  # reverts would bypass the services and their checks
+
+# Audit trail (docs/audit.md). The signing key signs chain checkpoints and export
+# manifests; keep it apart from SECRET_KEY (rotating that must not orphan old signatures)
+# and give verifiers the same key.
+AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="")
+if not AUDIT_SIGNING_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("AUDIT_SIGNING_KEY must be set when DEBUG is off (see docs/audit.md).")
+    AUDIT_SIGNING_KEY = "insecure-development-audit-key"  # development only: refused when DEBUG is off
+# Where signed checkpoints of the chain head go: somewhere the database's administrators
+# cannot rewrite (other storage, a WORM mount). A custom sink: AUDIT_CHECKPOINT_SINK.
+AUDIT_CHECKPOINT_DIR = env.path("AUDIT_CHECKPOINT_DIR", default=BASE_DIR / "var" / "audit-checkpoints")
+AUDIT_CHECKPOINT_SINK = env.str("AUDIT_CHECKPOINT_SINK", default="apps.audit.checkpoints.DirectorySink")
+AUDIT_CHECKPOINT_MINUTES = env.int("AUDIT_CHECKPOINT_MINUTES", default=15)
+
+CELERY_BEAT_SCHEDULE = {
+    "audit-chain-pending": {"task": "audit.chain_pending", "schedule": 60.0},
+    "audit-checkpoint": {"task": "audit.write_checkpoint", "schedule": AUDIT_CHECKPOINT_MINUTES * 60.0},
+    "audit-verify": {"task": "audit.verify_chain", "schedule": 24 * 3600.0},
+}

@@ -12,6 +12,7 @@ PRODUCTION_LIKE = {
     "DEBUG": "false",
     "SECRET_KEY": "a-long-random-production-secret-key-0123456789-abcdefghijklmnop",
     "ALLOWED_HOSTS": "controlplane.example.com",
+    "AUDIT_SIGNING_KEY": "a-separate-audit-signing-key-0123456789",
     "DATABASE_URL": "sqlite:////tmp/controlplane-check-deploy.sqlite3",
 }
 
@@ -20,7 +21,7 @@ def _manage(*arguments: str, environment: dict[str, str]) -> subprocess.Complete
     clean = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DEBUG", "SECRET_KEY", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+        if key not in {"DEBUG", "SECRET_KEY", "AUDIT_SIGNING_KEY", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
     }
     return subprocess.run(  # noqa: S603 — fixed argument list, no shell
         [sys.executable, "manage.py", *arguments],
@@ -43,6 +44,12 @@ def test_missing_secret_key_with_debug_off_is_refused():
     result = _manage("check", environment={**environment, "SECRET_KEY": ""})
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_missing_audit_signing_key_with_debug_off_is_refused():
+    result = _manage("check", environment={**PRODUCTION_LIKE, "AUDIT_SIGNING_KEY": ""})
+    assert result.returncode != 0
+    assert "AUDIT_SIGNING_KEY must be set" in result.stderr
 
 
 def test_bad_boolean_fails_loudly():

@@ -11,6 +11,13 @@ class AccountsConfig(AppConfig):
         # Infrastructure wiring only: keep each default role's Django permission group
         # in step with the models that exist after every migrate.
         post_migrate.connect(_sync_role_groups, dispatch_uid="accounts.sync_role_groups")
+        # The audit pages ask accounts (through a hook; audit imports no other app) whose
+        # events each person may read and export.
+        from apps.audit.access import register_access_policy
+
+        from .permissions import AuditAccessPolicy
+
+        register_access_policy(AuditAccessPolicy())
 
 
 def _sync_role_groups(sender, **kwargs) -> None:

@@ -34,6 +34,14 @@ def role_kinds_by_tenant(user) -> dict[int, frozenset[str]]:
     return result
 
 
+def roles_in_tenant(user, tenant_id: int | None) -> list[str]:
+    """The role kinds ``user`` holds in one tenant, sorted (what the audit trail records as
+    the actor's roles at the time)."""
+    if user is None or tenant_id is None or not getattr(user, "is_authenticated", False):
+        return []
+    return sorted(role_kinds_by_tenant(user).get(tenant_id, ()))
+
+
 def forget_cached_roles(user) -> None:
     if hasattr(user, _CACHE_ATTRIBUTE):
         delattr(user, _CACHE_ATTRIBUTE)
@@ -93,3 +101,15 @@ def tenants_visible_to(user):
     if user.is_superuser:
         return tenants
     return tenants.filter(pk__in=list(role_kinds_by_tenant(user)))
+
+
+class AuditAccessPolicy:
+    """Tells the audit app (which imports no other app) whose events a user may read."""
+
+    def tenant_ids(self, user, permission: str) -> set[int] | None:
+        return tenant_ids_with_permission(user, permission)
+
+    def tenant_names(self, tenant_ids) -> dict[int, str]:
+        from .models import Tenant
+
+        return dict(Tenant.objects.filter(pk__in=list(tenant_ids)).values_list("pk", "name"))

@@ -59,8 +59,8 @@ ROLE_POLICIES: dict[str, dict] = {
     },
     RoleKind.COMPLIANCE: {
         "staff": True,
-        "summary": "Reads everything, changes nothing.",
-        "patterns": tuple(f"{app}.view_*" for app in CONTROL_PLANE_APPS),
+        "summary": "Reads everything and exports the audit trail; changes nothing.",
+        "patterns": (*(f"{app}.view_*" for app in CONTROL_PLANE_APPS), "audit.export_auditevent"),
     },
     RoleKind.SECURITY: {
         "staff": True,

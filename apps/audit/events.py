@@ -1,0 +1,21 @@
+"""Event types of the audit trail. Other apps may record further dotted names; these are
+the ones the product writes and the pages offer as filters."""
+
+from django.db import models
+
+
+class EventType(models.TextChoices):
+    TURN_RECEIVED = "turn.received", "Turn received"
+    TURN_COMPLETED = "turn.completed", "Turn completed"
+    GUARDRAIL_VERDICT = "guardrail.verdict", "Guardrail verdict"
+    KNOWLEDGE_RETRIEVED = "knowledge.retrieved", "Knowledge retrieved"
+    MODEL_CALLED = "model.called", "Model called"
+    TOOL_REQUESTED = "tool.requested", "Tool requested"
+    TOOL_EXECUTED = "tool.executed", "Tool executed"
+    TOOL_FAILED = "tool.failed", "Tool failed"
+    APPROVAL_REQUESTED = "approval.requested", "Approval requested"
+    APPROVAL_DECIDED = "approval.decided", "Approval decided"
+    HANDOFF_CREATED = "handoff.created", "Handoff created"
+    CONFIG_CHANGED = "config.changed", "Configuration changed"
+    AGENT_SUSPENDED = "agent.suspended", "Agent suspended"
+    EXPORT_CREATED = "export.created", "Export created"

@@ -1,0 +1,106 @@
+"""Secrets and PII never reach the audit trail: arguments and payloads are redacted at
+write time, before they are hashed.
+
+The built-in detectors cover what an audit row most often carries by accident (credential
+fields, bearer tokens and API keys, card numbers that pass the Luhn check, US SSNs, IBANs,
+e-mail addresses and phone numbers). A higher app with better detectors (guardrails)
+replaces them at start-up with ``register_redactor`` — audit imports no other app.
+"""
+
+import re
+from collections.abc import Callable
+
+REDACTED = "[REDACTED]"
+
+# Keys whose value is a credential whatever it looks like.
+_SECRET_KEY_NAMES = re.compile(
+    r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|authorization|credential|private[_-]?key|cookie|session)",
+    re.IGNORECASE,
+)
+
+_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
+    ("secret", re.compile(r"\b(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)),
+    ("secret", re.compile(r"\b(?:sk|pk|rk|cpt|ghp|gho|xox[abprs])[-_][A-Za-z0-9_-]{16,}\b")),
+    ("secret", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
+    ("secret", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b")),
+    ("email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")),
+    ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")),
+    ("ssn", re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")),
+)
+_CARD_CANDIDATE = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+# A phone number has a leading + or separators; a bare run of digits is more likely an
+# order or ticket number and is left alone.
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})\b"
+)
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        number = int(char)
+        if index % 2 == 1:
+            number *= 2
+            if number > 9:
+                number -= 9
+        total += number
+    return total % 10 == 0
+
+
+def redact_text(text: str, found: set[str]) -> str:
+    for kind, pattern in _PATTERNS:
+        text, count = pattern.subn(f"[{kind.upper()}]", text)
+        if count:
+            found.add(kind)
+
+    def card(match: re.Match) -> str:
+        digits = re.sub(r"\D", "", match.group())
+        if 13 <= len(digits) <= 19 and _luhn_ok(digits):
+            found.add("card")
+            return "[CARD]"
+        return match.group()
+
+    text = _CARD_CANDIDATE.sub(card, text)
+
+    def phone(match: re.Match) -> str:
+        if len(re.sub(r"\D", "", match.group())) >= 10:
+            found.add("phone")
+            return "[PHONE]"
+        return match.group()
+
+    return _PHONE.sub(phone, text)
+
+
+def default_redactor(value, found: set[str]):
+    """Redact ``value`` (any JSON-like structure); add the kinds removed to ``found``."""
+    if isinstance(value, str):
+        return redact_text(value, found)
+    if isinstance(value, dict):
+        cleaned = {}
+        for key, item in value.items():
+            if isinstance(key, str) and _SECRET_KEY_NAMES.search(key) and item not in (None, ""):
+                found.add("secret")
+                cleaned[key] = REDACTED
+            else:
+                cleaned[key] = default_redactor(item, found)
+        return cleaned
+    if isinstance(value, list | tuple):
+        return [default_redactor(item, found) for item in value]
+    return value
+
+
+Redactor = Callable[[object, set], object]
+_active_redactor: Redactor = default_redactor
+
+
+def register_redactor(redactor: Redactor) -> None:
+    """Replace the redactor (called from a higher app's ``AppConfig.ready``)."""
+    global _active_redactor
+    _active_redactor = redactor
+
+
+def redact(value) -> tuple[object, list[str]]:
+    """``value`` with secrets and PII replaced, and the sorted kinds that were removed."""
+    found: set[str] = set()
+    cleaned = _active_redactor(value, found)
+    return cleaned, sorted(found)

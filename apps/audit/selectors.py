@@ -1,0 +1,153 @@
+"""What the audit pages, exports and reports read."""
+
+import json
+from collections import Counter, defaultdict
+from statistics import median
+
+from .access import tenant_ids
+from .forms import day_bounds
+from .models import AuditEvent, PendingEvent
+
+PAGE_SIZE = 50
+LIST_COLUMNS = (
+    "seq",
+    "occurred_at",
+    "event_type",
+    "tenant_id",
+    "actor_name",
+    "agent_id",
+    "turn_id",
+    "tool",
+    "decision",
+    "reason",
+    "outcome",
+    "approver_name",
+)
+
+
+def visible_events(user, permission: str = "audit.view_auditevent"):
+    """Events of the tenants where ``user`` holds ``permission`` (superusers: all)."""
+    allowed = tenant_ids(user, permission)
+    if allowed is not None and not allowed:
+        return AuditEvent.objects.none()
+    return AuditEvent.objects.for_tenants(allowed)
+
+
+def filter_events(queryset, filters: dict):
+    """Apply the (validated) filters of AuditFilterForm.filters()."""
+    start, end = day_bounds(filters.get("date_from"), filters.get("date_to"))
+    if start:
+        queryset = queryset.filter(occurred_at__gte=start)
+    if end:
+        queryset = queryset.filter(occurred_at__lt=end)
+    exact = {
+        "tenant": "tenant_id",
+        "event_type": "event_type",
+        "agent": "agent_id",
+        "actor": "actor_name",
+        "tool": "tool",
+        "decision": "decision",
+        "approver": "approver_name",
+        "turn": "turn_id",
+    }
+    for name, column in exact.items():
+        if filters.get(name) not in (None, ""):
+            queryset = queryset.filter(**{column: filters[name]})
+    return queryset
+
+
+def page_of_events(queryset, *, before: int | None = None, size: int = PAGE_SIZE):
+    """One page, newest first, by keyset on seq (no COUNT over millions of rows, constant
+    cost however deep the page): the rows and the seq to continue before, if any."""
+    if before is not None:
+        queryset = queryset.filter(seq__lt=before)
+    rows = list(queryset.order_by("-seq").only(*LIST_COLUMNS, "body")[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    return rows, (rows[-1].seq if more and rows else None)
+
+
+def pending_count() -> int:
+    return PendingEvent.objects.count()
+
+
+def turn_story(user, turn_id: str) -> list[AuditEvent]:
+    """Every event of one turn, in the order it happened."""
+    return list(visible_events(user).filter(turn_id=turn_id).order_by("seq"))
+
+
+def export_rows(queryset, upto_seq: int):
+    """Rows for an export in ``CSV_COLUMNS`` order, oldest first, streamed."""
+    from .exports import CSV_COLUMNS
+
+    return queryset.filter(seq__lte=upto_seq).order_by("seq").values_list(*CSV_COLUMNS).iterator(chunk_size=5000)
+
+
+# --- Reports ----------------------------------------------------------------------------
+
+
+def _bodies(queryset):
+    for body in queryset.order_by("seq").values_list("body", flat=True).iterator(chunk_size=2000):
+        yield json.loads(body)
+
+
+def refunds_report(queryset) -> list[dict]:
+    """Every refund executed: who asked (the acting user), who approved it, the amount."""
+    rows = []
+    for event in _bodies(queryset.filter(event_type="tool.executed", tool__startswith="refund")):
+        arguments = event.get("arguments") or {}
+        rows.append(
+            {
+                "occurred_at": event["occurred_at"],
+                "tenant": event.get("tenant_name") or event.get("tenant_id"),
+                "agent": event.get("agent_name") or event.get("agent_id"),
+                "turn_id": event.get("turn_id"),
+                "tool": event.get("tool"),
+                "amount": arguments.get("amount") if isinstance(arguments, dict) else None,
+                "requested_by": event.get("actor_name"),
+                "approved_by": event.get("approver_name"),
+                "outcome": event.get("outcome"),
+            }
+        )
+    return rows
+
+
+def escalations_report(queryset) -> list[tuple[str, int]]:
+    """Handoffs and escalations by reason code, most frequent first."""
+    counts = Counter(
+        queryset.filter(event_type="handoff.created").values_list("reason", flat=True).iterator(chunk_size=5000)
+    )
+    return [(reason or "(no reason code)", count) for reason, count in counts.most_common()]
+
+
+def guardrail_kills_report(queryset) -> list[tuple[str, int]]:
+    """Guardrail kill verdicts by the rule that fired."""
+    counts = Counter(
+        queryset.filter(event_type="guardrail.verdict", decision="kill")
+        .values_list("reason", flat=True)
+        .iterator(chunk_size=5000)
+    )
+    return [(rule or "(no rule)", count) for rule, count in counts.most_common()]
+
+
+def approval_times_report(queryset) -> list[dict]:
+    """Approval decisions per tool: how many, approved vs rejected, median and slowest
+    time to decide (latency_ms of approval.decided is the wait since the request)."""
+    per_tool: dict[str, dict] = defaultdict(lambda: {"approved": 0, "rejected": 0, "other": 0, "waits": []})
+    for event in _bodies(queryset.filter(event_type="approval.decided")):
+        entry = per_tool[event.get("tool") or "(no tool)"]
+        status = event.get("approval_status") or event.get("decision")
+        entry[status if status in ("approved", "rejected") else "other"] += 1
+        if event.get("latency_ms") is not None:
+            entry["waits"].append(event["latency_ms"] / 60000)
+    return [
+        {
+            "tool": tool,
+            "decisions": entry["approved"] + entry["rejected"] + entry["other"],
+            "approved": entry["approved"],
+            "rejected": entry["rejected"],
+            "median_minutes": round(median(entry["waits"]), 1) if entry["waits"] else None,
+            "max_minutes": round(max(entry["waits"]), 1) if entry["waits"] else None,
+        }
+        for tool, entry in sorted(per_tool.items())
+    ]
