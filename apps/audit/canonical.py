@@ -27,7 +27,8 @@ def _default(value):
 
 
 def canonical_json(data) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_default)
+    # allow_nan=False: NaN and Infinity are not JSON; the database would refuse the body.
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=_default)
 
 
 def chain_hash(prev_hash: str, seq: int, body: str) -> str:

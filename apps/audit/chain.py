@@ -4,28 +4,37 @@ Why the chain cannot fork or leave gaps under many concurrent writers
 -----------------------------------------------------------------------
 ``audit.record`` never touches the chain: it inserts a PendingEvent in the caller's own
 transaction (so the event commits or rolls back with the action it describes) and, once
-that transaction has committed, calls ``chain_pending``. Chaining is serialized by one
-lock — ``pg_advisory_xact_lock`` on PostgreSQL; on SQLite the write lock that
-``BEGIN IMMEDIATE`` takes — and inside it the chainer reads the head (the highest seq),
-takes *every* pending event committed so far (``DELETE ... RETURNING``), numbers them
-head+1, head+2, ... , hashes each onto the previous one and inserts them, all in one
-transaction. Only the lock holder can read the head, so two chainers never build on the
-same head (no fork); seq, the head and the pending rows change in one transaction, so a
-failure rolls all three back (no gap, no event lost or chained twice). The primary key on
-seq and the unique prev_hash and event_id back this up in the database itself.
+that transaction has committed, calls ``chain_pending``. Appending is serialized by one
+lock — a PostgreSQL advisory lock; on SQLite the write lock ``BEGIN IMMEDIATE`` takes —
+and inside it the chainer reads the head (the highest seq), takes *every* pending event
+committed so far (``DELETE ... RETURNING``), numbers them head+1, head+2, ..., hashes each
+onto the previous one and inserts them, all in one transaction. Only the lock holder reads
+the head, so two chainers never build on the same head (no fork); seq, the head and the
+pending rows change in one transaction, so a failure rolls all three back (no gap, no event
+lost or chained twice). The primary key on seq and the unique prev_hash and event_id back
+this up in the database itself.
 
-This is group commit: whoever holds the lock chains the events of every writer that
-committed meanwhile, so under load one chaining transaction (and one fsync) carries many
-events, and the lock is never held through any caller's business transaction. A writer that
-finds the lock taken waits for it and then chains whatever is left, so by the time
-``record`` returns outside a transaction, its event is in the chain.
+Group commit. Under load, one chaining transaction (one fsync) carries the events of every
+writer that committed meanwhile, and the lock is never held through a caller's business
+transaction. On PostgreSQL a writer that finds the lock taken does not wait: it leaves its
+(committed) event to the holder, because every holder, after releasing the lock, looks for
+pending events again and chains them if it finds any. A writer's event committed before its
+failed attempt at the lock, the holder's look comes after its release, which came after that
+attempt: so the holder (or whoever holds the lock by then) always sees it. Without
+contention, ``record`` outside a transaction returns with its event chained; under
+contention, a few milliseconds later. Events left by a process that died between its commit
+and chaining are chained by the next writer, or by the periodic ``audit.chain_pending`` task.
+
+Inside a caller's transaction (tests, or a caller that chains explicitly), the lock is the
+transaction-level one, held until that transaction ends, so nobody builds on rows not yet
+committed.
 """
 
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from .canonical import GENESIS_HASH, chain_hash
 from .models import GENERATED_COLUMNS, AuditEvent, PendingEvent
@@ -37,64 +46,123 @@ CHAIN_BATCH = 1000
 
 _EVENTS = AuditEvent._meta.db_table
 _PENDING = PendingEvent._meta.db_table
+INSERT_PENDING = f"INSERT INTO {_PENDING} (body, recorded_at) VALUES (%s, %s)"  # noqa: S608
 
 
 def _lock_chain(cursor) -> None:
+    # Re-entrant: a session that holds the session-level lock gets this one at once.
     if connection.vendor == "postgresql":
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
     # SQLite: settings open every atomic block with BEGIN IMMEDIATE, which already holds the
     # database's single write lock.
 
 
-def chain_head(cursor=None) -> tuple[int, str]:
+def chain_head() -> tuple[int, str]:
     """(seq, row_hash) of the last chained event, or (0, genesis) for an empty chain."""
     row = AuditEvent.objects.order_by("-seq").values_list("seq", "row_hash").first()
     return row if row else (0, GENESIS_HASH)
 
 
+def _append_pending(cursor) -> int:
+    """Chain up to CHAIN_BATCH pending events. The caller's transaction holds the lock."""
+    # Both databases support DELETE ... RETURNING (SQLite since 3.35).
+    cursor.execute(
+        f"DELETE FROM {_PENDING} WHERE id IN (SELECT id FROM {_PENDING} ORDER BY id LIMIT %s) RETURNING id, body",  # noqa: S608 — table names are ours
+        [CHAIN_BATCH],
+    )
+    pending = sorted(cursor.fetchall())
+    if not pending:
+        return 0
+    cursor.execute(f"SELECT seq, row_hash FROM {_EVENTS} ORDER BY seq DESC LIMIT 1")  # noqa: S608
+    seq, prev_hash = cursor.fetchone() or (0, GENESIS_HASH)
+    seqs, prev_hashes, row_hashes, bodies = [], [], [], []
+    for _pending_id, body in pending:
+        seq += 1
+        row_hash = chain_hash(prev_hash, seq, body)
+        seqs.append(seq)
+        prev_hashes.append(prev_hash)
+        row_hashes.append(row_hash)
+        bodies.append(body)
+        prev_hash = row_hash
+    if connection.vendor == "postgresql":
+        cursor.execute(
+            f"INSERT INTO {_EVENTS} (seq, prev_hash, row_hash, body) "  # noqa: S608
+            "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])",
+            [seqs, prev_hashes, row_hashes, bodies],
+        )
+    else:
+        cursor.executemany(
+            f"INSERT INTO {_EVENTS} (seq, prev_hash, row_hash, body) VALUES (%s, %s, %s, %s)",  # noqa: S608
+            list(zip(seqs, prev_hashes, row_hashes, bodies, strict=True)),
+        )
+    return len(pending)
+
+
 def _chain_batch() -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         _lock_chain(cursor)
-        # Both databases support DELETE ... RETURNING (SQLite since 3.35).
-        cursor.execute(
-            f"DELETE FROM {_PENDING} WHERE id IN (SELECT id FROM {_PENDING} ORDER BY id LIMIT %s) RETURNING id, body",  # noqa: S608 — table names are ours
-            [CHAIN_BATCH],
-        )
-        pending = sorted(cursor.fetchall())
-        if not pending:
-            return 0
-        seq, prev_hash = chain_head()
-        seqs, prev_hashes, row_hashes, bodies = [], [], [], []
-        for _pending_id, body in pending:
-            seq += 1
-            row_hash = chain_hash(prev_hash, seq, body)
-            seqs.append(seq)
-            prev_hashes.append(prev_hash)
-            row_hashes.append(row_hash)
-            bodies.append(body)
-            prev_hash = row_hash
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"INSERT INTO {_EVENTS} (seq, prev_hash, row_hash, body) "  # noqa: S608
-                "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])",
-                [seqs, prev_hashes, row_hashes, bodies],
-            )
-        else:
-            cursor.executemany(
-                f"INSERT INTO {_EVENTS} (seq, prev_hash, row_hash, body) VALUES (%s, %s, %s, %s)",  # noqa: S608
-                list(zip(seqs, prev_hashes, row_hashes, bodies, strict=True)),
-            )
-        return len(pending)
+        return _append_pending(cursor)
 
 
-def chain_pending() -> int:
-    """Append every committed pending event to the chain; returns how many."""
+def insert_and_chain(body: str, recorded_at) -> None:
+    """``record`` outside any transaction, on PostgreSQL: insert the event and, if the chain
+    lock is free, chain it in the same transaction — one commit (one fsync) per event when
+    writers do not contend. If the lock is taken, the event commits as pending and the
+    holder chains it (see the module docstring); a failure while chaining still keeps the
+    event, as pending."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(INSERT_PENDING, [body, recorded_at])
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
+            chained_here = cursor.fetchone()[0]
+            if chained_here:
+                _append_pending(cursor)
+    except DatabaseError:
+        logger.exception("Chaining an audit event failed; it is kept as pending for the sweep.")
+        with connection.cursor() as cursor:
+            cursor.execute(INSERT_PENDING, [body, recorded_at])
+        return
+    # Either way, look again now that this commit is visible: as the lock's releaser (events
+    # other writers left while it was held) or as a writer that found it taken (the holder
+    # may have looked before this commit).
+    if not chained_here or PendingEvent.objects.exists():
+        chain_pending_quietly()
+
+
+def _drain() -> int:
     total = 0
     while True:
         chained = _chain_batch()
         total += chained
         if chained < CHAIN_BATCH:
             return total
+
+
+def chain_pending(*, wait: bool = False) -> int:
+    """Append committed pending events to the chain; returns how many this call appended.
+
+    On PostgreSQL outside a transaction, returns at once if another process holds the chain
+    lock (it will chain what is pending, see above) unless ``wait`` is set.
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return _drain()
+    total = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_lock(%s), true" if wait else "SELECT pg_try_advisory_lock(%s)", [CHAIN_LOCK_ID]
+            )
+            acquired = cursor.fetchone()[-1]
+        if not acquired:
+            return total
+        try:
+            total += _drain()
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [CHAIN_LOCK_ID])
+        if not PendingEvent.objects.exists():
+            return total
+        wait = False
 
 
 def chain_pending_quietly() -> None:
@@ -189,7 +257,8 @@ def verify_chain(*, since=None, checkpoints=None) -> VerifyResult:
             broken_seq=None,
             problem=f"schema altered: column(s) {', '.join(altered)} are no longer generated from the hashed body.",
         )
-    start = 1 if since is None else _first_seq_at_or_after(since)
+    # seq starts at 1: "--since 0" means the whole chain, not a gap before seq 1.
+    start = 1 if since is None else max(1, _first_seq_at_or_after(since))
     checkpoint_hashes = {point.seq: point for point in (checkpoints or [])}
     result = VerifyResult(True, 0, pending=PendingEvent.objects.count())
     expected_seq = start
@@ -206,8 +275,12 @@ def verify_chain(*, since=None, checkpoints=None) -> VerifyResult:
                 else f"reordered: seq {seq} after {expected_seq - 1}"
             )
             return _broken(result, expected_seq, problem)
-        if prev is not None and prev_hash != prev:
-            return _broken_link(result, seq, prev_hash)
+        if prev is None:
+            return _broken(
+                result, seq - 1, f"gap: seq {seq - 1}, the row before seq {seq}, is missing (events deleted)"
+            )
+        if prev_hash != prev:
+            return _broken_link(result, seq, prev_hash, row_hash, body)
         if chain_hash(prev_hash, seq, body) != row_hash:
             return _broken(result, seq, "row_hash does not match its content (edited)")
         point = checkpoint_hashes.get(seq)
@@ -239,13 +312,19 @@ def verify_chain(*, since=None, checkpoints=None) -> VerifyResult:
     return result
 
 
-def _broken_link(result: VerifyResult, seq: int, prev_hash: str) -> VerifyResult:
+def _broken_link(result: VerifyResult, seq: int, prev_hash: str, row_hash: str, body: str) -> VerifyResult:
     """Say why row ``seq`` does not link to the row before it."""
     linked = AuditEvent.objects.filter(row_hash=prev_hash).values_list("seq", flat=True).first()
     if linked is not None and linked > seq:
         return _broken(result, seq, f"reordered: seq {seq} was chained after seq {linked} (rows swapped or renumbered)")
     if linked is not None:
         return _broken(result, seq, f"seq {seq} links to seq {linked}, not seq {seq - 1} (rows deleted and renumbered)")
+    if chain_hash(prev_hash, seq, body) != row_hash:
+        # Not hashed at this seq either: this row itself was changed (renumbered after a
+        # deletion, or its prev_hash edited), not the row before it.
+        return _broken(
+            result, seq, f"seq {seq} does not link to seq {seq - 1} nor match its own hash (renumbered or edited)"
+        )
     before = AuditEvent.objects.filter(seq=seq - 1).values_list("prev_hash", "row_hash", "body").first()
     if before is not None and chain_hash(before[0], seq - 1, before[2]) == before[1]:
         return _broken(

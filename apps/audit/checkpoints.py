@@ -100,10 +100,14 @@ def make_checkpoint(seq: int, head_hash: str) -> Checkpoint:
 
 
 def write_checkpoint() -> Checkpoint | None:
-    """Checkpoint the current head (after chaining anything pending). None for an empty chain."""
+    """Checkpoint the current head (after chaining anything pending). None for an empty chain.
+
+    Call it outside a transaction (the beat task, the export and the command do): a
+    checkpoint of a head that then rolled back would later read as deleted events.
+    """
     from .chain import chain_head, chain_pending
 
-    chain_pending()
+    chain_pending(wait=True)
     seq, head_hash = chain_head()
     if seq == 0:
         return None

@@ -19,3 +19,4 @@ class EventType(models.TextChoices):
     CONFIG_CHANGED = "config.changed", "Configuration changed"
     AGENT_SUSPENDED = "agent.suspended", "Agent suspended"
     EXPORT_CREATED = "export.created", "Export created"
+    AUDIT_VERIFIED = "audit.verified", "Audit chain verified"

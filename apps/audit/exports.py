@@ -8,7 +8,8 @@ file alone (and, for an unfiltered export, every link between rows).
 
 Rows are streamed from a server-side cursor and written as they come: memory stays flat
 however many rows. CSV cells that a spreadsheet would run as a formula (starting with
-=, +, -, @, tab or carriage return) are prefixed with an apostrophe.
+=, +, -, @, tab or carriage return) are prefixed with an apostrophe; so are cells that start
+with an apostrophe, so that the verifier can tell the prefix from the value.
 """
 
 import csv
@@ -46,6 +47,7 @@ CSV_COLUMNS = (
     "body",
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPED_START = (*_FORMULA_START, "'")
 MANIFEST_NAME = "manifest.json"
 
 
@@ -57,13 +59,13 @@ def escape_cell(value) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
-    if text.startswith(_FORMULA_START):
+    if text.startswith(_ESCAPED_START):
         return "'" + text
     return text
 
 
 def unescape_cell(text: str) -> str:
-    if text.startswith("'") and text[1:].startswith(_FORMULA_START):
+    if text.startswith("'") and text[1:].startswith(_ESCAPED_START):
         return text[1:]
     return text
 
@@ -146,13 +148,14 @@ def data_chunks(rows: Iterable[tuple], fmt: str, digest: _Digesting, chunk_rows:
 
 
 def build_manifest(
-    *, fmt: str, filters: dict, digest: _Digesting, chain_head: tuple[int, str], created_by: str
+    *, fmt: str, filters: dict, scope, digest: _Digesting, chain_head: tuple[int, str], created_by: str
 ) -> dict:
     manifest = {
         "manifest_version": 1,
         "format": fmt,
         "data_file": data_file_name(fmt),
         "filters": filters,
+        "tenant_scope": scope,
         "row_count": digest.count,
         "first_seq": digest.first[0] if digest.first else None,
         "last_seq": digest.last[0] if digest.last else None,

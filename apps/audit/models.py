@@ -125,6 +125,9 @@ class AuditEventQuerySet(models.QuerySet):
     def bulk_update(self, objs, fields, batch_size=None):
         raise AppendOnlyError("Audit events cannot be changed.")
 
+    def bulk_create(self, objs, *args, **kwargs):
+        raise AppendOnlyError("Audit events are written only by audit.record (chained).")
+
     def for_tenants(self, tenant_ids: set[int] | None):
         """Events of these tenants; ``None`` means all (platform administrators), who alone
         also see platform-wide events (no tenant)."""

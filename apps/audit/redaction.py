@@ -13,8 +13,11 @@ from collections.abc import Callable
 REDACTED = "[REDACTED]"
 
 # Keys whose value is a credential whatever it looks like.
+# Matched at the end of the key: "client_secret", "access_token", "X-Api-Key" are
+# credentials; "input_tokens" and "max_tokens" (counts) and "session_started" are not.
 _SECRET_KEY_NAMES = re.compile(
-    r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|authorization|credential|private[_-]?key|cookie|session)",
+    r"(pass(word|wd|phrase)?|secrets?|token|api[_-]?key|access[_-]?key|authorization|credentials?|"
+    r"private[_-]?key|cookie|session[_-]?(id|key|token)?|sessionid)$",
     re.IGNORECASE,
 )
 

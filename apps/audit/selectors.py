@@ -4,7 +4,9 @@ import json
 from collections import Counter, defaultdict
 from statistics import median
 
-from .access import tenant_ids
+from django.db import connection
+
+from .access import tenant_ids, tenant_names
 from .forms import day_bounds
 from .models import AuditEvent, PendingEvent
 
@@ -87,14 +89,20 @@ def export_rows(queryset, upto_seq: int):
 
 
 def _bodies(queryset):
-    for body in queryset.order_by("seq").values_list("body", flat=True).iterator(chunk_size=2000):
+    """The parsed bodies of ``queryset`` (ordered by the caller), streamed."""
+    for body in queryset.values_list("body", flat=True).iterator(chunk_size=2000):
         yield json.loads(body)
 
 
-def refunds_report(queryset) -> list[dict]:
-    """Every refund executed: who asked (the acting user), who approved it, the amount."""
+REPORT_ROW_LIMIT = 500
+
+
+def refunds_report(queryset, limit: int = REPORT_ROW_LIMIT) -> tuple[list[dict], int]:
+    """Refunds executed, oldest first: who asked (the acting user), who approved it, the
+    amount. At most ``limit`` rows (the export has them all) and the total count."""
+    refunds = queryset.filter(event_type="tool.executed", tool__startswith="refund")
     rows = []
-    for event in _bodies(queryset.filter(event_type="tool.executed", tool__startswith="refund")):
+    for event in _bodies(refunds.order_by("seq")[:limit]):
         arguments = event.get("arguments") or {}
         rows.append(
             {
@@ -109,7 +117,8 @@ def refunds_report(queryset) -> list[dict]:
                 "outcome": event.get("outcome"),
             }
         )
-    return rows
+    total = len(rows) if len(rows) < limit else refunds.count()
+    return rows, total
 
 
 def escalations_report(queryset) -> list[tuple[str, int]]:
@@ -134,7 +143,7 @@ def approval_times_report(queryset) -> list[dict]:
     """Approval decisions per tool: how many, approved vs rejected, median and slowest
     time to decide (latency_ms of approval.decided is the wait since the request)."""
     per_tool: dict[str, dict] = defaultdict(lambda: {"approved": 0, "rejected": 0, "other": 0, "waits": []})
-    for event in _bodies(queryset.filter(event_type="approval.decided")):
+    for event in _bodies(queryset.filter(event_type="approval.decided").order_by("seq")):
         entry = per_tool[event.get("tool") or "(no tool)"]
         status = event.get("approval_status") or event.get("decision")
         entry[status if status in ("approved", "rejected") else "other"] += 1
@@ -151,3 +160,40 @@ def approval_times_report(queryset) -> list[dict]:
         }
         for tool, entry in sorted(per_tool.items())
     ]
+
+
+# --- What the pages show around the rows ------------------------------------------------
+
+
+def last_verification() -> AuditEvent | None:
+    """The latest chain verification (``audit.verified``, recorded by the periodic task
+    without a tenant). Read whoever asks: the pages show only its outcome and time."""
+    return (
+        AuditEvent.objects.filter(event_type="audit.verified")
+        .order_by("-seq")
+        .only("seq", "occurred_at", "outcome")
+        .first()
+    )
+
+
+def tenant_ids_in_trail() -> set[int]:
+    """The distinct tenant ids in the trail, by a loose index scan on (tenant_id, seq): one
+    index probe per tenant, however many millions of rows (a plain DISTINCT reads them all)."""
+    table = AuditEvent._meta.db_table
+    query = (
+        "WITH RECURSIVE tenants(id) AS ("  # noqa: S608 — the table name is ours
+        f"SELECT MIN(tenant_id) FROM {table} UNION ALL "
+        f"SELECT (SELECT MIN(tenant_id) FROM {table} WHERE tenant_id > tenants.id) FROM tenants "
+        "WHERE tenants.id IS NOT NULL) SELECT id FROM tenants WHERE id IS NOT NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def tenant_choices(allowed: set[int] | None) -> dict[int, str]:
+    """Names of the tenants a filter may name: ``allowed`` (None, for superusers: every
+    tenant the trail mentions; one whose name is gone reads as its id)."""
+    ids = tenant_ids_in_trail() if allowed is None else set(allowed)
+    names = tenant_names(ids) if ids else {}
+    return {tenant_id: names.get(tenant_id) or f"Tenant {tenant_id}" for tenant_id in ids}

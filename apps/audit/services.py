@@ -1,6 +1,7 @@
 """Writing the audit trail. ``record`` is the only writer (``from apps import audit;
 audit.record(...)``); chain.py appends what it queues."""
 
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,14 +13,14 @@ from django.db import connection, transaction
 
 from . import exports
 from .canonical import canonical_json
-from .chain import chain_head, chain_pending_quietly
+from .chain import INSERT_PENDING, chain_head, chain_pending_quietly, insert_and_chain
 from .checkpoints import write_checkpoint
 from .events import EventType
-from .models import PendingEvent
 from .redaction import redact
 from .selectors import export_rows
 
-_EVENT_TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
+_EVENT_TYPE = re.compile(r"[a-z][a-z_]*(\.[a-z][a-z_]*)+")  # fullmatch: "$" would allow a trailing newline
+_EVENT_TYPE_MAX = 64  # the event_type column's width
 _LIMITS = {"tool": 100, "decision": 32, "reason": 100, "outcome": 32, "conversation_id": 64, "turn_id": 64}
 
 
@@ -29,13 +30,42 @@ def _ref(value) -> tuple[int | None, str]:
     if value is None:
         return None, ""
     if isinstance(value, int):
-        return value, ""
+        return _id(value), ""
     name = getattr(value, "slug", None) or (value.get_username() if hasattr(value, "get_username") else str(value))
-    return value.pk, name
+    return (None if value.pk is None else _id(value.pk)), name
+
+
+def _id(pk) -> int:
+    """An id the bigint search columns hold. Anything else (True, a UUID or text key, a
+    number out of range) would fail the chainer's INSERT on PostgreSQL on every pass and
+    block the chain, so it is refused here, before anything is written."""
+    if isinstance(pk, bool) or not isinstance(pk, int) or not -(2**63) <= pk < 2**63:
+        raise ValueError(f"Audit references need integer ids; got {pk!r}.")
+    return pk
 
 
 def _text(value) -> str | None:
     return None if value is None or value == "" else str(value)
+
+
+# NUL and lone surrogates: Python's json writes them as \u0000 / \udXXX escapes, which
+# PostgreSQL's jsonb refuses (and SQLite stores undecodable text). A body the database
+# cannot parse would fail the chainer's INSERT on every pass and block the whole chain.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value):
+    """``value`` with text the database cannot parse replaced by U+FFFD and non-finite
+    floats (NaN, infinities: not JSON) written as text."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(item) for item in value]
+    return value
 
 
 def build_body(
@@ -65,9 +95,10 @@ def build_body(
 ) -> str:
     """The canonical JSON body of one event, redacted. Raises ValueError on bad input,
     before anything is written."""
-    if not _EVENT_TYPE.match(event_type or ""):
+    if not _EVENT_TYPE.fullmatch(event_type or "") or len(event_type) > _EVENT_TYPE_MAX:
         raise ValueError(
-            f"Audit event type must be a dotted lower-case name such as 'tool.executed', not {event_type!r}."
+            f"Audit event type must be a dotted lower-case name such as 'tool.executed' of at most "
+            f"{_EVENT_TYPE_MAX} characters, not {event_type!r}."
         )
     for field, limit in _LIMITS.items():
         value = locals()[field]
@@ -120,7 +151,10 @@ def build_body(
         "payload": redacted_payload,
         "redacted": sorted(set(argument_kinds) | set(payload_kinds) | set(verdict_kinds)),
     }
-    return canonical_json(body)
+    try:
+        return canonical_json(_storable(body))
+    except TypeError as error:  # a value JSON cannot hold (a model instance, a file, ...)
+        raise ValueError(str(error)) from error
 
 
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
@@ -131,11 +165,17 @@ def record(event_type: str, **fields) -> None:
 
     The event joins the caller's transaction: it is kept if and only if the caller
     commits, so an action and its record cannot part. Record a refusal *after* the refused
-    transaction rolled back, or it is rolled back with it. Outside a transaction the
-    event is in the chain when this returns.
+    transaction rolled back, or it is rolled back with it. Outside a transaction the event
+    is committed when this returns, and chained too unless another process holds the chain
+    lock (then that process chains it, milliseconds later; see chain.py). Bad input raises
+    ValueError and writes nothing.
     """
     body = build_body(event_type, **fields)
-    PendingEvent.objects.create(body=body)
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        insert_and_chain(body, datetime.now(UTC))
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(INSERT_PENDING, [body, datetime.now(UTC)])
     # One chaining pass after commit covers every event of the transaction.
     if not any(callback[1] is chain_pending_quietly for callback in connection.run_on_commit):
         transaction.on_commit(chain_pending_quietly, robust=True)
@@ -155,18 +195,28 @@ class PreparedExport:
     upto_seq: int
 
 
-def prepare_export(*, user, queryset, filters: dict, fmt: str) -> PreparedExport:
+def prepare_export(*, user, queryset, filters: dict, fmt: str, tenant_ids: set[int] | None = None) -> PreparedExport:
     """Record the export, checkpoint the chain head, and set up the stream of every row
-    of ``queryset`` up to that head (rows chained later are not in it)."""
+    of ``queryset`` up to that head (rows chained later are not in it).
+
+    ``tenant_ids`` is the scope the caller restricted ``queryset`` to (None: every tenant).
+    Each tenant in scope gets its own ``export.created`` event, so every tenant's compliance
+    sees that its events were exported; the manifest names the scope.
+    """
     if fmt not in exports.FORMATS:
         raise ValueError(f"Unknown export format {fmt!r}; use one of {', '.join(exports.FORMATS)}.")
-    record(
-        EventType.EXPORT_CREATED,
-        actor=user,
-        tenant=filters.get("tenant"),
-        outcome="started",
-        payload={"filters": filters, "format": fmt},
-    )
+    if filters.get("tenant") is not None:
+        scope: list[int] | None = [filters["tenant"]]
+    else:
+        scope = None if tenant_ids is None else sorted(tenant_ids)
+    for tenant_id in scope if scope is not None else [None]:
+        record(
+            EventType.EXPORT_CREATED,
+            actor=user,
+            tenant=tenant_id,
+            outcome="started",
+            payload={"filters": filters, "format": fmt, "scope": scope if scope is not None else "all tenants"},
+        )
     checkpoint = write_checkpoint()
     head = (checkpoint.seq, checkpoint.head_hash) if checkpoint else chain_head()
     digest = exports._Digesting()
@@ -174,6 +224,13 @@ def prepare_export(*, user, queryset, filters: dict, fmt: str) -> PreparedExport
     created_by = user.get_username() if user is not None else "(command line)"
 
     def manifest() -> dict:
-        return exports.build_manifest(fmt=fmt, filters=filters, digest=digest, chain_head=head, created_by=created_by)
+        return exports.build_manifest(
+            fmt=fmt,
+            filters=filters,
+            scope=scope if scope is not None else "all tenants",
+            digest=digest,
+            chain_head=head,
+            created_by=created_by,
+        )
 
     return PreparedExport(fmt=fmt, chunks=chunks, manifest=manifest, upto_seq=head[0])

@@ -30,6 +30,7 @@ def verify_chain() -> bool:
     from . import record
     from .chain import verify_chain as verify
     from .checkpoints import CheckpointError, trusted_checkpoints
+    from .events import EventType
 
     try:
         result = verify(checkpoints=trusted_checkpoints())
@@ -38,5 +39,7 @@ def verify_chain() -> bool:
         ok, summary, broken = False, f"checkpoints unusable: {error}", None
     if not ok:
         logger.error("Audit chain verification failed: %s", summary)
-    record("audit.verified", outcome="ok" if ok else "broken", payload={"summary": summary, "broken_seq": broken})
+    record(
+        EventType.AUDIT_VERIFIED, outcome="ok" if ok else "broken", payload={"summary": summary, "broken_seq": broken}
+    )
     return ok
