@@ -10,9 +10,11 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
+from apps import audit
+
 from .choices import MembershipSource, RoleKind
 from .models import ApiToken, Membership, Role, Tenant, User
-from .permissions import forget_cached_roles, has_tenant_permission
+from .permissions import forget_cached_roles, has_tenant_permission, roles_in_tenant
 from .role_permissions import ROLE_POLICIES, group_name, role_allows
 
 API_TOKEN_PREFIX = "cpt_"  # noqa: S105 — a public marker that makes leaked tokens greppable
@@ -77,6 +79,7 @@ def assign_role(*, user: User, role: Role, by: User | None = None, source: str =
     membership, created = Membership.objects.get_or_create(user=user, role=role, defaults={"source": source})
     if created:
         sync_user_access(user=user)
+        _record_access_change(by=by, user=user, role=role, change="granted", source=source)
     return membership
 
 
@@ -84,9 +87,27 @@ def assign_role(*, user: User, role: Role, by: User | None = None, source: str =
 def remove_membership(*, membership: Membership, by: User | None = None) -> None:
     if by is not None and not has_tenant_permission(by, membership.role.tenant_id, "accounts.delete_membership"):
         raise PermissionDenied(f"You may not remove roles in {membership.role.tenant}.")
-    user = membership.user
+    user, role, source = membership.user, membership.role, membership.source
     membership.delete()
     sync_user_access(user=user)
+    _record_access_change(by=by, user=user, role=role, change="removed", source=source)
+
+
+def _record_access_change(*, by: User | None, user: User, role: Role, change: str, source: str) -> None:
+    """Who may act for whom is governance: role grants and removals land in the audit chain.
+    ``by`` None means the identity provider's groups claim (at sign-in) or the system."""
+    audit.record(
+        audit.EventType.CONFIG_CHANGED,
+        tenant=role.tenant_id,
+        actor=by,
+        actor_roles=roles_in_tenant(by, role.tenant_id),
+        reason=f"access.role_{change}",
+        payload={
+            "changes": {"role": [None, role.kind] if change == "granted" else [role.kind, None]},
+            "user": {"id": user.pk, "name": user.get_username()},
+            "source": source,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -120,12 +141,18 @@ def sync_memberships_from_idp_groups(*, user: User, groups: list[str]) -> Member
         if role_id not in existing:
             Membership.objects.create(user=user, role=role, source=MembershipSource.IDENTITY_PROVIDER)
             added.append(role)
+            _record_access_change(
+                by=None, user=user, role=role, change="granted", source=MembershipSource.IDENTITY_PROVIDER
+            )
 
     removed = []
     for role_id, membership in existing.items():
         if membership.source == MembershipSource.IDENTITY_PROVIDER and role_id not in backed_roles:
             removed.append(membership.role)
             membership.delete()
+            _record_access_change(
+                by=None, user=user, role=membership.role, change="removed", source=MembershipSource.IDENTITY_PROVIDER
+            )
 
     sync_user_access(user=user)
     return MembershipSync(added=added, removed=removed)

@@ -10,8 +10,9 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from apps import audit
 from apps.accounts.models import Tenant, User
-from apps.accounts.permissions import has_tenant_permission
+from apps.accounts.permissions import has_tenant_permission, roles_in_tenant
 
 from .choices import AgentStatus
 from .models import Agent, KillSwitch, PromptVersion
@@ -46,6 +47,38 @@ def _save_with_reason(instance, *, by: User | None, reason: str) -> None:
     instance.save()
 
 
+def _audit_value(instance, field: str):
+    """A field's value as the audit trail keeps it: related rows by id and name."""
+    related = instance._meta.get_field(field)
+    if related.is_relation:
+        target = getattr(instance, field)
+        return None if target is None else {"id": target.pk, "name": str(target)}
+    return getattr(instance, field)
+
+
+def _snapshot(instance, fields) -> dict:
+    return {field: _audit_value(instance, field) for field in fields}
+
+
+def _diff(before: dict, after: dict) -> dict:
+    return {field: [before.get(field), value] for field, value in after.items() if before.get(field) != value}
+
+
+def _record_change(
+    *, by: User | None, tenant_id: int | None, what: str, changes: dict, why: str, agent=None, event_type=None
+) -> None:
+    """Governance changes land in the audit chain (in the same transaction as the change)."""
+    audit.record(
+        event_type or audit.EventType.CONFIG_CHANGED,
+        tenant=tenant_id,
+        actor=by,
+        actor_roles=roles_in_tenant(by, tenant_id) if tenant_id else [],
+        agent=agent,
+        reason=what,
+        payload={"changes": changes, "why": why},
+    )
+
+
 # --- Inventory ------------------------------------------------------------------------------
 
 
@@ -58,6 +91,14 @@ def create_agent(*, by: User, tenant: Tenant, prompt_text: str = "", **fields: A
     agent = Agent(tenant=tenant, **fields)
     agent.full_clean()
     _save_with_reason(agent, by=by, reason="Agent created")
+    _record_change(
+        by=by,
+        tenant_id=tenant.pk,
+        agent=agent,
+        what="agent.created",
+        changes=_diff({}, _snapshot(agent, ("status", *EDITABLE_AGENT_FIELDS))),
+        why="Agent created",
+    )
     if prompt_text.strip():
         publish_prompt(agent=agent, text=prompt_text, author=by, change_note="Initial prompt")
         agent.refresh_from_db()  # publish_prompt saved its own copy: pick up current_prompt
@@ -72,10 +113,21 @@ def update_agent(*, agent: Agent, by: User, reason: str = "", **changes: Any) ->
     unknown = set(changes) - set(EDITABLE_AGENT_FIELDS)
     if unknown:
         raise ValidationError(f"These fields cannot be edited here: {', '.join(sorted(unknown))}.")
+    before = _snapshot(agent, changes)
     for field, value in changes.items():
         setattr(agent, field, value)
     agent.full_clean()
     _save_with_reason(agent, by=by, reason=reason or "Inventory edited")
+    diff = _diff(before, _snapshot(agent, changes))
+    if diff:
+        _record_change(
+            by=by,
+            tenant_id=agent.tenant_id,
+            agent=agent,
+            what="agent.rollout_mode" if "rollout_mode" in diff else "agent.inventory",
+            changes=diff,
+            why=reason or "Inventory edited",
+        )
     return agent
 
 
@@ -98,6 +150,14 @@ def publish_prompt(*, agent: Agent, text: str, author: User, change_note: str = 
     version.save()
     agent.current_prompt = version
     _save_with_reason(agent, by=author, reason=f"Prompt v{version.number} published")
+    _record_change(
+        by=author,
+        tenant_id=agent.tenant_id,
+        agent=agent,
+        what="agent.prompt_published",
+        changes={"current_prompt": [current.number if current else None, version.number]},
+        why=change_note or f"Prompt v{version.number} published",
+    )
     return version
 
 
@@ -113,6 +173,14 @@ def approve_prompt(*, version: PromptVersion, approver: User) -> PromptVersion:
     version.approved_at = timezone.now()
     version._history_user = approver
     version.save()
+    _record_change(
+        by=approver,
+        tenant_id=version.agent.tenant_id,
+        agent=version.agent,
+        what="agent.prompt_approved",
+        changes={"approved_by": [None, approver.get_username()]},
+        why=f"Prompt v{version.number} approved",
+    )
     return version
 
 
@@ -128,6 +196,7 @@ def _change_status(*, agent: Agent, by: User, reason: str, new_status: str, allo
         raise ValidationError(
             {"status": f"{agent.name} is {agent.get_status_display().lower()}; cannot become {new_status} from there."}
         )
+    old_status = agent.status
     agent.status = new_status
     agent.status_reason = reason.strip()
     agent.status_changed_at = timezone.now()
@@ -137,6 +206,15 @@ def _change_status(*, agent: Agent, by: User, reason: str, new_status: str, allo
         # stopping an agent must never be held up by anything else being wrong with it.
         agent.full_clean()
     _save_with_reason(agent, by=by, reason=f"{new_status}: {reason.strip()}")
+    _record_change(
+        by=by,
+        tenant_id=agent.tenant_id,
+        agent=agent,
+        what="agent.status",
+        changes={"status": [old_status, new_status]},
+        why=reason.strip(),
+        event_type=audit.EventType.AGENT_SUSPENDED if new_status == AgentStatus.SUSPENDED else None,
+    )
     return agent
 
 
@@ -190,11 +268,19 @@ def set_kill_switch(*, engaged: bool, by: User, reason: str, tenant: Tenant | No
     scope = KillSwitch.scope_for(tenant.pk if tenant else None)
     # One row per scope, created on first use; saved once so its history starts with who and why.
     switch = KillSwitch.objects.select_for_update().filter(scope=scope).first() or KillSwitch(tenant=tenant)
+    was_engaged = bool(switch.pk and switch.engaged)
     switch.engaged = engaged
     switch.reason = reason.strip()
     switch.changed_by = by
     switch.changed_at = timezone.now()
     _save_with_reason(switch, by=by, reason=f"{'engaged' if engaged else 'released'}: {reason.strip()}")
+    _record_change(
+        by=by,
+        tenant_id=tenant.pk if tenant else None,
+        what="kill_switch.tenant" if tenant else "kill_switch.global",
+        changes={"engaged": [was_engaged, engaged]},
+        why=reason.strip(),
+    )
     return switch
 
 

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from apps import audit
 from apps.accounts.choices import RoleKind
 from apps.accounts.models import Role, Tenant, User
 from apps.accounts.services import assign_role, create_tenant
@@ -113,9 +114,64 @@ class Command(BaseCommand):
             fields = {key: value for key, value in spec.items() if key != "prompt"}
             create_agent(by=owner, tenant=tenant, owner=owner, prompt_text=spec["prompt"], **fields)
 
+        self._record_sample_turn(tenant, people)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo tenant '{tenant.name}' ready: {len(DEMO_PEOPLE)} role users and the platform administrator "
                 f"'admin', all with password '{DEMO_PASSWORD}'."
             )
         )
+
+    def _record_sample_turn(self, tenant, people) -> None:
+        """Until the runtime records real turns, one sample refund turn (labelled as a sample
+        in every event) gives the audit pages a story, a report row and an approval to show."""
+        turn_id = "demo-sample-turn-1"
+        from apps.audit.models import AuditEvent
+
+        if AuditEvent.objects.filter(turn_id=turn_id).exists():
+            return
+        agent = Agent.objects.filter(tenant=tenant).order_by("pk").first()
+        customer_agent = people[RoleKind.SUPPORT_AGENT]
+        lead = people[RoleKind.SUPPORT_LEAD]
+        common = {
+            "tenant": tenant,
+            "actor": customer_agent,
+            "actor_roles": [RoleKind.SUPPORT_AGENT],
+            "agent": agent,
+            "conversation_id": "demo-sample-conversation-1",
+            "turn_id": turn_id,
+        }
+        sample = {"sample": "seeded by manage.py seed_demo, not a real turn"}
+        steps = [
+            ("turn.received", {"payload": {**sample, "input": "Order A-1042 arrived broken, please refund it."}}),
+            ("guardrail.verdict", {"decision": "allow", "guardrail_verdict": {"verdict": "allow", "rules": []}}),
+            (
+                "knowledge.retrieved",
+                {"sources": [{"id": 1, "title": "Refund policy (US)", "version": 4}], "payload": sample},
+            ),
+            ("model.called", {"model": "offline", "latency_ms": 8.0, "cost": "0", "payload": sample}),
+            (
+                "tool.requested",
+                {"tool": "refund.issue", "arguments": {"order_id": "A-1042", "amount": 129}, "decision": "approve"},
+            ),
+            ("approval.requested", {"tool": "refund.issue", "reason": "grant.requires_approval"}),
+            (
+                "approval.decided",
+                {"tool": "refund.issue", "approval_status": "approved", "approver": lead, "latency_ms": 240000.0},
+            ),
+            (
+                "tool.executed",
+                {
+                    "tool": "refund.issue",
+                    "arguments": {"order_id": "A-1042", "amount": 129},
+                    "approver": lead,
+                    "approval_status": "approved",
+                    "outcome": "ok",
+                },
+            ),
+            ("turn.completed", {"decision": "answer", "outcome": "ok", "payload": {**sample, "output": "Refunded."}}),
+        ]
+        with transaction.atomic():
+            for event_type, fields in steps:
+                fields.setdefault("payload", sample)
+                audit.record(event_type, **common, **fields)
