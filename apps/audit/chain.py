@@ -2,39 +2,52 @@
 
 Why the chain cannot fork or leave gaps under many concurrent writers
 -----------------------------------------------------------------------
-``audit.record`` never touches the chain: it inserts a PendingEvent in the caller's own
-transaction (so the event commits or rolls back with the action it describes) and, once
-that transaction has committed, calls ``chain_pending``. Appending is serialized by one
-lock — a PostgreSQL advisory lock; on SQLite the write lock ``BEGIN IMMEDIATE`` takes —
-and inside it the chainer reads the head (the highest seq), takes *every* pending event
-committed so far (``DELETE ... RETURNING``), numbers them head+1, head+2, ..., hashes each
-onto the previous one and inserts them, all in one transaction. Only the lock holder reads
-the head, so two chainers never build on the same head (no fork); seq, the head and the
-pending rows change in one transaction, so a failure rolls all three back (no gap, no event
-lost or chained twice). The primary key on seq and the unique prev_hash and event_id back
-this up in the database itself.
+Appending is serialized by one lock — a PostgreSQL advisory lock (CHAIN_LOCK_ID); on
+SQLite the write lock ``BEGIN IMMEDIATE`` takes. Inside it the appender reads the head (the
+highest seq), takes every pending event committed so far (``DELETE ... RETURNING``), numbers
+them head+1, head+2, ..., hashes each onto the previous one and inserts them, all in one
+transaction. Only the lock holder reads the head, so two appenders never build on the same
+head (no fork); seq, the head and the queue change in one transaction, so a failure rolls
+all three back (no gap, no event lost or chained twice). The primary key on seq and the
+unique prev_hash and event_id back this up in the database itself.
 
-Group commit. Under load, one chaining transaction (one fsync) carries the events of every
-writer that committed meanwhile, and the lock is never held through a caller's business
-transaction. On PostgreSQL a writer that finds the lock taken does not wait: it leaves its
-(committed) event to the holder, because every holder, after releasing the lock, looks for
-pending events again and chains them if it finds any. A writer's event committed before its
-failed attempt at the lock, the holder's look comes after its release, which came after that
-attempt: so the holder (or whoever holds the lock by then) always sees it. Without
-contention, ``record`` outside a transaction returns with its event chained; under
-contention, a few milliseconds later. Events left by a process that died between its commit
-and chaining are chained by the next writer, or by the periodic ``audit.chain_pending`` task.
+Where events come from:
+
+- ``audit.record`` inside a caller's transaction queues a PendingEvent in that transaction
+  (so the event commits or rolls back with the action it describes) and, after the commit,
+  calls ``chain_pending``. The lock is never held through a caller's business transaction.
+- ``audit.record`` outside a transaction on PostgreSQL calls the database function
+  ``audit_append`` (migration audit/0003): one round trip that, if the lock is free,
+  appends the queued events and this one in its own transaction, or else queues this one.
+
+Group commit, and why nothing is left behind. Under load, one appending transaction (one
+fsync) carries the events of every writer that queued meanwhile. A writer that finds the
+lock taken does not wait: it leaves its committed event to the holder, because every
+holder, after its commit, looks for pending events again (without the lock) and appends
+them if it finds any. The waiting writer's event committed before its failed attempt at the
+lock; the holder's look comes after its commit, which came after that attempt: so the
+holder (or whoever holds the lock by then, who will look in turn) always sees it. Without
+contention, ``record`` returns with its event chained; under contention, milliseconds
+later. Events left by a process that died between its commit and the look are appended by
+the next writer, or by the periodic ``audit.chain_pending`` task.
 
 Inside a caller's transaction (tests, or a caller that chains explicitly), the lock is the
 transaction-level one, held until that transaction ends, so nobody builds on rows not yet
 committed.
+
+Checking (``verify_chain``) is independent of how rows were written: it recomputes every
+hash in Python from the stored bytes.
 """
 
+import hashlib
 import logging
+import multiprocessing
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
-from django.db import DatabaseError, connection, transaction
+import psycopg
+from django.db import connection, connections, transaction
 
 from .canonical import GENESIS_HASH, chain_hash
 from .models import GENERATED_COLUMNS, AuditEvent, PendingEvent
@@ -63,20 +76,31 @@ def chain_head() -> tuple[int, str]:
     return row if row else (0, GENESIS_HASH)
 
 
-def _append_pending(cursor) -> int:
-    """Chain up to CHAIN_BATCH pending events. The caller's transaction holds the lock."""
-    # Both databases support DELETE ... RETURNING (SQLite since 3.35).
-    cursor.execute(
-        f"DELETE FROM {_PENDING} WHERE id IN (SELECT id FROM {_PENDING} ORDER BY id LIMIT %s) RETURNING id, body",  # noqa: S608 — table names are ours
-        [CHAIN_BATCH],
-    )
-    pending = sorted(cursor.fetchall())
-    if not pending:
+def _append_pending(cursor, own_bodies: tuple[str, ...] = ()) -> int:
+    """Chain up to CHAIN_BATCH pending events, then ``own_bodies`` (events of the caller's
+    transaction that skip the queue). The caller's transaction holds the lock. Returns how
+    many pending events were taken."""
+    take = f"DELETE FROM {_PENDING} WHERE id IN (SELECT id FROM {_PENDING} ORDER BY id LIMIT %s) RETURNING id, body"  # noqa: S608 — table names are ours
+    last = f"SELECT seq, row_hash FROM {_EVENTS} ORDER BY seq DESC LIMIT 1"  # noqa: S608
+    if connection.vendor == "postgresql":
+        # One round trip: the pending events and the head (as a row with id -seq).
+        cursor.execute(
+            f"WITH taken AS ({take}) SELECT id, body FROM taken UNION ALL SELECT -seq, row_hash FROM ({last}) head",  # noqa: S608
+            [CHAIN_BATCH],
+        )
+        rows = cursor.fetchall()
+        pending = sorted(row for row in rows if row[0] > 0)
+        head = next(((-row[0], row[1]) for row in rows if row[0] <= 0), None)
+    else:  # SQLite (3.35+ has DELETE ... RETURNING, but no data-modifying WITH)
+        cursor.execute(take, [CHAIN_BATCH])
+        pending = sorted(cursor.fetchall())
+        cursor.execute(last)
+        head = cursor.fetchone()
+    if not pending and not own_bodies:
         return 0
-    cursor.execute(f"SELECT seq, row_hash FROM {_EVENTS} ORDER BY seq DESC LIMIT 1")  # noqa: S608
-    seq, prev_hash = cursor.fetchone() or (0, GENESIS_HASH)
+    seq, prev_hash = head or (0, GENESIS_HASH)
     seqs, prev_hashes, row_hashes, bodies = [], [], [], []
-    for _pending_id, body in pending:
+    for body in [body for _pending_id, body in pending] + list(own_bodies):
         seq += 1
         row_hash = chain_hash(prev_hash, seq, body)
         seqs.append(seq)
@@ -105,28 +129,49 @@ def _chain_batch() -> int:
 
 
 def insert_and_chain(body: str, recorded_at) -> None:
-    """``record`` outside any transaction, on PostgreSQL: insert the event and, if the chain
-    lock is free, chain it in the same transaction — one commit (one fsync) per event when
-    writers do not contend. If the lock is taken, the event commits as pending and the
-    holder chains it (see the module docstring); a failure while chaining still keeps the
-    event, as pending."""
+    """``record`` outside any transaction, on PostgreSQL, in (usually) two round trips.
+
+    ``audit_append`` (a database function, migration audit/0003) either appends the event
+    to the chain — after any pending ones — in its own one-statement transaction, if the
+    chain lock is free, or queues it as pending if another process holds the lock. Then, as
+    the module docstring requires, this process looks again after its commit: as the lock's
+    releaser (events other writers queued while it held it) or as a writer that found it
+    taken (the holder may have looked before this commit). A failure keeps the event, as
+    pending, for the sweep.
+    """
+    connection.ensure_connection()
+    # Straight on the driver, as prepared statements: this runs for every event, and the
+    # planning and wrapping a Django cursor adds were a measurable share of it (bench/audit.py).
+    cursor = psycopg.Cursor(connection.connection)
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(INSERT_PENDING, [body, recorded_at])
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
-            chained_here = cursor.fetchone()[0]
-            if chained_here:
-                _append_pending(cursor)
-    except DatabaseError:
+        taken = cursor.execute(_APPEND, [body, recorded_at, CHAIN_BATCH], prepare=True).fetchone()[0]
+    except psycopg.Error:
         logger.exception("Chaining an audit event failed; it is kept as pending for the sweep.")
-        with connection.cursor() as cursor:
-            cursor.execute(INSERT_PENDING, [body, recorded_at])
+        with connection.cursor() as fallback:
+            fallback.execute(INSERT_PENDING, [body, recorded_at])
         return
-    # Either way, look again now that this commit is visible: as the lock's releaser (events
-    # other writers left while it was held) or as a writer that found it taken (the holder
-    # may have looked before this commit).
-    if not chained_here or PendingEvent.objects.exists():
-        chain_pending_quietly()
+    # From here on the event is committed (chained or pending): a failure only delays it.
+    try:
+        if taken == -1 and cursor.execute(_APPEND, [None, None, CHAIN_BATCH], prepare=True).fetchone()[0] == -1:
+            return  # the holder looks again after its commit, and sees this event
+        _look_again(cursor)
+    except psycopg.Error:
+        logger.exception("Chaining audit events failed; they stay pending for the sweep.")
+    finally:
+        cursor.close()
+
+
+_APPEND = "SELECT audit_append(%s::text, %s::timestamptz, %s::integer)"
+_ANY_PENDING = f"SELECT EXISTS (SELECT 1 FROM {_PENDING})"  # noqa: S608
+
+
+def _look_again(cursor) -> None:
+    """After a commit that held the lock: append what is pending until a look finds nothing
+    (no writer queued an event while the lock was held) or finds the lock taken (its holder
+    will look after its own commit)."""
+    while cursor.execute(_ANY_PENDING, prepare=True).fetchone()[0]:
+        if cursor.execute(_APPEND, [None, None, CHAIN_BATCH], prepare=True).fetchone()[0] == -1:
+            return
 
 
 def _drain() -> int:
@@ -201,16 +246,34 @@ class VerifyResult:
         return f"BROKEN at seq {self.broken_seq}: {self.problem}"
 
 
-def _rows(since_seq: int) -> Iterator[tuple[int, str, str, str]]:
-    """Stream (seq, prev_hash, row_hash, body) in seq order with flat memory."""
-    query = f"SELECT seq, prev_hash, row_hash, body FROM {_EVENTS} WHERE seq >= %s ORDER BY seq"  # noqa: S608
+def _rows(since_seq: int, until_seq: int | None = None) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+    """Stream (seq, prev_hash, row_hash, body) in seq order, as bytes, with flat memory.
+
+    On PostgreSQL through ``COPY ... TO STDOUT (FORMAT BINARY)`` with the text columns read
+    as raw bytes: the fastest way out of the database, and no decoding of bodies that are
+    only hashed (measured in bench/audit.py).
+    """
+    query = f"SELECT seq, prev_hash, row_hash, body FROM {_EVENTS} WHERE seq >= %s AND seq <= %s ORDER BY seq"  # noqa: S608
+    bounds = [since_seq, until_seq if until_seq is not None else 2**63 - 1]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            raw = cursor.cursor
+            with raw.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)", bounds) as copy:
+                copy.set_types(["int8", "bytea", "bytea", "bytea"])
+                rows = copy.rows()
+                try:
+                    yield from rows
+                finally:
+                    # Stopped early (a broken row): read the COPY to its end, or the
+                    # connection stays busy and the next query waits forever.
+                    for _row in rows:
+                        pass
+        return
     with transaction.atomic(), connection.chunked_cursor() as cursor:
-        cursor.execute(query, [since_seq])
-        while True:
-            rows = cursor.fetchmany(5000)
-            if not rows:
-                return
-            yield from rows
+        cursor.execute(query, bounds)
+        while rows := cursor.fetchmany(5000):
+            for seq, prev_hash, row_hash, body in rows:
+                yield seq, prev_hash.encode(), row_hash.encode(), body.encode()
 
 
 def _columns_still_generated() -> list[str]:
@@ -240,7 +303,10 @@ def _first_seq_at_or_after(since) -> int:
     return first if first is not None else chain_head()[0] + 1
 
 
-def verify_chain(*, since=None, checkpoints=None) -> VerifyResult:
+PARALLEL_MIN_ROWS = 100_000  # below this, starting processes costs more than it saves
+
+
+def verify_chain(*, since=None, checkpoints=None, workers: int = 1) -> VerifyResult:
     """Walk the chain from ``since`` (a seq or a datetime; default the start) and report OK
     with the count, or the first broken seq and why.
 
@@ -248,6 +314,11 @@ def verify_chain(*, since=None, checkpoints=None) -> VerifyResult:
     exactly one seq. ``checkpoints`` (signed (seq, head hash) pairs written outside the
     database) must match the chain where they fall, which catches an attacker who edited a
     row and re-hashed everything after it.
+
+    ``workers`` > 1 (PostgreSQL, outside a transaction, long chains) splits the chain into
+    consecutive ranges verified by that many processes at once. Each range starts from the
+    stored hash of the row before it, which the range before verified, so the ranges
+    together check every row and every link exactly as one walk would.
     """
     altered = _columns_still_generated()
     if altered:
@@ -261,45 +332,22 @@ def verify_chain(*, since=None, checkpoints=None) -> VerifyResult:
     start = 1 if since is None else max(1, _first_seq_at_or_after(since))
     checkpoint_hashes = {point.seq: point for point in (checkpoints or [])}
     result = VerifyResult(True, 0, pending=PendingEvent.objects.count())
-    expected_seq = start
-    if start <= 1:
-        prev = GENESIS_HASH
+    head = chain_head()[0]
+    ranges = _ranges(start, head, workers)
+    if len(ranges) > 1:
+        outcomes = _verify_ranges_in_processes(ranges, checkpoint_hashes)
     else:
-        previous = AuditEvent.objects.filter(seq=start - 1).values_list("row_hash", flat=True).first()
-        prev = previous  # None when the row before was deleted: reported on the first row
-    for seq, prev_hash, row_hash, body in _rows(start):
-        if seq != expected_seq:
-            problem = (
-                f"gap: expected seq {expected_seq}, found {seq} (events deleted)"
-                if seq > expected_seq
-                else f"reordered: seq {seq} after {expected_seq - 1}"
-            )
-            return _broken(result, expected_seq, problem)
-        if prev is None:
-            return _broken(
-                result, seq - 1, f"gap: seq {seq - 1}, the row before seq {seq}, is missing (events deleted)"
-            )
-        if prev_hash != prev:
-            return _broken_link(result, seq, prev_hash, row_hash, body)
-        if chain_hash(prev_hash, seq, body) != row_hash:
-            return _broken(result, seq, "row_hash does not match its content (edited)")
-        point = checkpoint_hashes.get(seq)
-        if point is not None:
-            if point.head_hash != row_hash:
-                return _broken(
-                    result,
-                    seq,
-                    f"differs from the signed checkpoint of {point.created_at}: the chain was re-hashed from here "
-                    "or earlier",
-                )
-            result.checkpoints_checked += 1
-        if result.first_seq is None:
-            result.first_seq = seq
-        result.checked += 1
-        prev = row_hash
-        expected_seq = seq + 1
-    result.last_seq = expected_seq - 1 if result.checked else None
-    result.last_hash = prev if result.checked else None
+        outcomes = [_verify_range(start, None, checkpoint_hashes)]
+    for (checked, first_seq, last_seq, last_hash, checkpoints_checked), problem, broken_link in outcomes:
+        result.checked += checked
+        result.checkpoints_checked += checkpoints_checked
+        result.first_seq = result.first_seq or first_seq
+        result.last_seq, result.last_hash = (last_seq, last_hash) if checked else (result.last_seq, result.last_hash)
+        if broken_link is not None:
+            return _broken_link(result, *broken_link)
+        if problem is not None:
+            return _broken(result, *problem)
+    expected_seq = (result.last_seq or start - 1) + 1
     beyond = [point for seq, point in checkpoint_hashes.items() if seq >= expected_seq]
     if beyond:
         latest = max(beyond, key=lambda point: point.seq)
@@ -310,6 +358,94 @@ def verify_chain(*, since=None, checkpoints=None) -> VerifyResult:
             f"{latest.seq}: events at the end were deleted",
         )
     return result
+
+
+def _ranges(start: int, head: int, workers: int) -> list[tuple[int, int | None]]:
+    if workers <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block:
+        return [(start, None)]
+    total = head - start + 1
+    if total < PARALLEL_MIN_ROWS:
+        return [(start, None)]
+    size = -(-total // workers)
+    bounds = [(low, min(low + size - 1, head)) for low in range(start, head + 1, size)]
+    return [*bounds[:-1], (bounds[-1][0], None)]  # the last range runs to the end, however long
+
+
+def _verify_range(start: int, end: int | None, checkpoint_hashes: dict):
+    """Verify seq ``start``..``end`` (None: to the end): ((checked, first, last, last_hash,
+    checkpoints_checked), problem, broken_link), plain values a process can hand back."""
+    if start <= 1:
+        prev: bytes | None = GENESIS_HASH.encode()
+    else:
+        previous = AuditEvent.objects.filter(seq=start - 1).values_list("row_hash", flat=True).first()
+        prev = previous.encode() if previous else None  # None: the row before was deleted
+    partial = VerifyResult(True, 0)
+    # Close the stream before any further query (explaining a broken link reads other rows).
+    with closing(_rows(start, end)) as rows:
+        problem, broken_link = _walk(rows, start, prev, checkpoint_hashes, partial)
+    summary = (partial.checked, partial.first_seq, partial.last_seq, partial.last_hash, partial.checkpoints_checked)
+    return summary, problem, broken_link
+
+
+def _verify_range_in_child(arguments):
+    try:
+        return _verify_range(*arguments)
+    finally:
+        connections.close_all()
+
+
+def _verify_ranges_in_processes(ranges, checkpoint_hashes):
+    # Children must open their own connections, never share the parent's socket.
+    connections.close_all()
+    context = multiprocessing.get_context("fork")
+    with context.Pool(len(ranges)) as pool:
+        return pool.map(_verify_range_in_child, [(low, high, checkpoint_hashes) for low, high in ranges])
+
+
+def _walk(rows, start: int, prev: bytes | None, checkpoint_hashes: dict, result: VerifyResult):
+    """The hot loop of verify_chain: bytes throughout, locals only (it runs a million
+    times). Returns (problem, broken_link): (seq, why) for the first broken row, or the
+    arguments for _broken_link; both None when every row holds. Fills in ``result``."""
+    sha256 = hashlib.sha256
+    checked, expected_seq = 0, start
+    for seq, prev_hash, row_hash, body in rows:
+        problem = None
+        if seq != expected_seq:
+            problem = (
+                expected_seq,
+                f"gap: expected seq {expected_seq}, found {seq} (events deleted)"
+                if seq > expected_seq
+                else f"reordered: seq {seq} after {expected_seq - 1}",
+            )
+        elif prev is None:
+            problem = (seq - 1, f"gap: seq {seq - 1}, the row before seq {seq}, is missing (events deleted)")
+        elif prev_hash != prev:
+            result.checked = checked
+            return None, (seq, prev_hash.decode(), row_hash.decode(), body.decode())
+        elif sha256(b"%s\n%d\n%s" % (prev_hash, seq, body)).hexdigest().encode() != row_hash:
+            problem = (seq, "row_hash does not match its content (edited)")
+        elif seq in checkpoint_hashes:
+            point = checkpoint_hashes[seq]
+            if point.head_hash.encode() == row_hash:
+                result.checkpoints_checked += 1
+            else:
+                problem = (
+                    seq,
+                    f"differs from the signed checkpoint of {point.created_at}: the chain was re-hashed from here "
+                    "or earlier",
+                )
+        if problem is not None:
+            result.checked = checked
+            return problem, None
+        if not checked:
+            result.first_seq = seq
+        checked += 1
+        prev = row_hash
+        expected_seq = seq + 1
+    result.checked = checked
+    result.last_seq = expected_seq - 1 if checked else None
+    result.last_hash = prev.decode() if checked and prev else None
+    return None, None
 
 
 def _broken_link(result: VerifyResult, seq: int, prev_hash: str, row_hash: str, body: str) -> VerifyResult:

@@ -4,7 +4,7 @@ import json
 from collections import Counter, defaultdict
 from statistics import median
 
-from django.db import connection
+from django.db import connection, models
 
 from .access import tenant_ids, tenant_names
 from .forms import day_bounds
@@ -78,11 +78,91 @@ def turn_story(user, turn_id: str) -> list[AuditEvent]:
     return list(visible_events(user).filter(turn_id=turn_id).order_by("seq"))
 
 
-def export_rows(queryset, upto_seq: int):
-    """Rows for an export in ``CSV_COLUMNS`` order, oldest first, streamed."""
+def export_rows(queryset, upto_seq: int, fmt: str = "csv"):
+    """Rows for an export, oldest first, streamed: ``CSV_COLUMNS`` for CSV; for JSONL only
+    what a line holds (seq, prev_hash, row_hash, body)."""
     from .exports import CSV_COLUMNS
 
-    return queryset.filter(seq__lte=upto_seq).order_by("seq").values_list(*CSV_COLUMNS).iterator(chunk_size=5000)
+    columns = CSV_COLUMNS if fmt == "csv" else ("seq", "prev_hash", "row_hash", "body")
+    return queryset.filter(seq__lte=upto_seq).order_by("seq").values_list(*columns).iterator(chunk_size=5000)
+
+
+# Text columns a spreadsheet could run as a formula; the body always starts with "{".
+_ESCAPED_COLUMNS = (
+    "event_type",
+    "actor_name",
+    "conversation_id",
+    "turn_id",
+    "tool",
+    "decision",
+    "reason",
+    "outcome",
+    "approver_name",
+)
+
+
+def postgresql_csv_chunks(queryset, upto_seq: int, digest, chunk_bytes: int = 1 << 20):
+    """The CSV data file written by PostgreSQL itself (``COPY ... TO STDOUT (FORMAT CSV)``):
+    the same columns, quoting and formula escaping as exports.data_chunks, several times
+    faster than Python's csv module for a million rows (bench/audit.py). Fills ``digest``
+    (count, first/last seq and hashes) from one aggregate query over the same rows."""
+    from django.db.models import Case, Count, F, Max, Min, Value, When
+    from django.db.models.functions import Concat
+
+    from .exports import CSV_COLUMNS
+
+    rows = queryset.filter(seq__lte=upto_seq)
+    summary = rows.aggregate(count=Count("seq"), first=Min("seq"), last=Max("seq"))
+    if summary["count"]:
+        ends = {
+            seq: (prev_hash, row_hash)
+            for seq, prev_hash, row_hash in AuditEvent.objects.filter(
+                seq__in=[summary["first"], summary["last"]]
+            ).values_list("seq", "prev_hash", "row_hash")
+        }
+        digest.count = summary["count"]
+        digest.first = (summary["first"], *ends[summary["first"]])
+        digest.last = (summary["last"], ends[summary["last"]][1])
+        digest.contiguous = summary["count"] == summary["last"] - summary["first"] + 1
+    escaped = {
+        f"csv_{name}": Case(
+            When(**{f"{name}__regex": r"^[=+@\t\r'-]"}, then=Concat(Value("'"), F(name))),
+            default=F(name),
+        )
+        for name in _ESCAPED_COLUMNS
+    }
+    selected = [f"csv_{name}" if name in _ESCAPED_COLUMNS else name for name in CSV_COLUMNS]
+    selected[CSV_COLUMNS.index("occurred_at")] = "csv_occurred_at"
+    query = (
+        rows.annotate(**escaped, csv_occurred_at=_IsoTimestamp("occurred_at"))
+        .order_by("seq")
+        .values_list(*selected)
+        .query
+    )
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    header = (",".join(CSV_COLUMNS) + "\n").encode()
+    digest.sha256.update(header)
+    buffer = [header]
+    size = len(header)
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT CSV)", params) as copy:
+        for block in copy:
+            digest.sha256.update(block)
+            buffer.append(bytes(block))
+            size += len(block)
+            if size >= chunk_bytes:
+                yield b"".join(buffer)
+                buffer, size = [], 0
+    yield b"".join(buffer)
+
+
+class _IsoTimestamp(models.Func):
+    """A timestamp as ISO 8601 text in UTC, the way Python's isoformat() writes it."""
+
+    output_field = models.TextField()
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        column, params = compiler.compile(self.source_expressions[0])
+        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')", params
 
 
 # --- Reports ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from .chain import INSERT_PENDING, chain_head, chain_pending_quietly, insert_and
 from .checkpoints import write_checkpoint
 from .events import EventType
 from .redaction import redact
-from .selectors import export_rows
+from .selectors import export_rows, postgresql_csv_chunks
 
 _EVENT_TYPE = re.compile(r"[a-z][a-z_]*(\.[a-z][a-z_]*)+")  # fullmatch: "$" would allow a trailing newline
 _EVENT_TYPE_MAX = 64  # the event_type column's width
@@ -151,6 +151,9 @@ def build_body(
         "payload": redacted_payload,
         "redacted": sorted(set(argument_kinds) | set(payload_kinds) | set(verdict_kinds)),
     }
+    # Absent means empty: leaving out empty fields keeps the bytes stored, hashed, verified
+    # and exported about half as long.
+    body = {key: value for key, value in body.items() if value is not None and value not in ("", [], {})}
     try:
         return canonical_json(_storable(body))
     except TypeError as error:  # a value JSON cannot hold (a model instance, a file, ...)
@@ -220,7 +223,10 @@ def prepare_export(*, user, queryset, filters: dict, fmt: str, tenant_ids: set[i
     checkpoint = write_checkpoint()
     head = (checkpoint.seq, checkpoint.head_hash) if checkpoint else chain_head()
     digest = exports._Digesting()
-    chunks = exports.data_chunks(export_rows(queryset, head[0]), fmt, digest)
+    if fmt == "csv" and connection.vendor == "postgresql":
+        chunks = postgresql_csv_chunks(queryset, head[0], digest)
+    else:
+        chunks = exports.data_chunks(export_rows(queryset, head[0], fmt), fmt, digest)
     created_by = user.get_username() if user is not None else "(command line)"
 
     def manifest() -> dict:

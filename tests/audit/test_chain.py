@@ -471,3 +471,53 @@ def test_concurrent_writers_in_processes_never_fork_or_leave_gaps(tmp_path):
         assert indexes == list(range(per_process))
     assert verify_chain().checked == total
     assert write_checkpoint().seq == total
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("tampered_seq", [None, 3, 9, 10, 17])
+def test_verifying_in_parallel_ranges_finds_what_one_walk_finds(monkeypatch, tampered_seq):
+    """Ranges of 7 rows across 3 processes (10 and 17 start ranges: their links are checked
+    against the stored hash of the row before, verified by the range before)."""
+    monkeypatch.setattr(chain, "PARALLEL_MIN_ROWS", 1)
+    record_events(20)
+    if tampered_seq is not None:
+        with tampering() as cursor:
+            set_body(cursor, tampered_seq, edited(body_of(tampered_seq), tool="tampered"))
+    checkpoint = make_checkpoint(20, AuditEvent.objects.get(seq=20).row_hash)
+
+    single = verify_chain(checkpoints=[checkpoint])
+    parallel = verify_chain(checkpoints=[checkpoint], workers=3)
+
+    assert chain._ranges(1, 20, 3) == [(1, 7), (8, 14), (15, None)]
+    assert (parallel.ok, parallel.broken_seq, parallel.problem) == (single.ok, single.broken_seq, single.problem)
+    assert parallel.checked == single.checked
+    if tampered_seq is None:
+        assert (parallel.checked, parallel.last_seq, parallel.checkpoints_checked) == (20, 20, 1)
+    else:
+        assert parallel.broken_seq == tampered_seq and "edited" in parallel.problem
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_an_event_is_appended_in_one_call_and_hashes_like_python():
+    record_events(3)
+    assert not PendingEvent.objects.exists()
+    rows = list(AuditEvent.objects.order_by("seq").values_list("seq", "prev_hash", "row_hash", "body"))
+    assert [row[0] for row in rows] == [1, 2, 3]
+    prev = GENESIS_HASH
+    for seq, prev_hash, row_hash, body in rows:  # the database function's hashes, recomputed here
+        assert (prev_hash, row_hash) == (prev, chain_hash(prev, seq, body))
+        prev = row_hash
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_when_the_append_call_fails_the_event_is_kept_as_pending(monkeypatch):
+    monkeypatch.setattr(chain, "_APPEND", "SELECT no_such_audit_function(%s, %s, %s)")
+    audit.record("tool.executed", tool="refund.issue")
+    assert AuditEvent.objects.count() == 0
+    assert PendingEvent.objects.count() == 1
+    monkeypatch.undo()
+    assert chain_pending() == 1
+    assert verify_chain().checked == 1

@@ -1,3 +1,4 @@
+import os
 from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
@@ -17,14 +18,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-checkpoints", action="store_true", help="Check the chain alone, ignoring signed checkpoints."
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=min(4, os.cpu_count() or 1),
+            help="Processes verifying consecutive ranges at once on PostgreSQL (default: CPUs, at most 4).",
+        )
 
-    def handle(self, *args, since=None, no_checkpoints=False, **options):
+    def handle(self, *args, since=None, no_checkpoints=False, workers=1, **options):
+        if workers < 1:
+            raise CommandError("--workers must be at least 1.")
         start = _parse_since(since)
         try:
             checkpoints = [] if no_checkpoints else trusted_checkpoints()
         except CheckpointError as error:
             raise CommandError(f"Checkpoints cannot be trusted: {error}") from error
-        result = verify_chain(since=start, checkpoints=checkpoints)
+        result = verify_chain(since=start, checkpoints=checkpoints, workers=workers)
         if not result.ok:
             raise CommandError(result.summary())
         self.stdout.write(self.style.SUCCESS(result.summary()))
