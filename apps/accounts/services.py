@@ -98,7 +98,7 @@ def _record_access_change(*, by: User | None, user: User, role: Role, change: st
     ``by`` None means the identity provider's groups claim (at sign-in) or the system."""
     audit.record(
         audit.EventType.CONFIG_CHANGED,
-        tenant=role.tenant_id,
+        tenant=role.tenant,
         actor=by,
         actor_roles=roles_in_tenant(by, role.tenant_id),
         reason=f"access.role_{change}",

@@ -65,14 +65,14 @@ def _diff(before: dict, after: dict) -> dict:
 
 
 def _record_change(
-    *, by: User | None, tenant_id: int | None, what: str, changes: dict, why: str, agent=None, event_type=None
+    *, by: User | None, tenant: Tenant | None, what: str, changes: dict, why: str, agent=None, event_type=None
 ) -> None:
     """Governance changes land in the audit chain (in the same transaction as the change)."""
     audit.record(
         event_type or audit.EventType.CONFIG_CHANGED,
-        tenant=tenant_id,
+        tenant=tenant,
         actor=by,
-        actor_roles=roles_in_tenant(by, tenant_id) if tenant_id else [],
+        actor_roles=roles_in_tenant(by, tenant.pk) if tenant else [],
         agent=agent,
         reason=what,
         payload={"changes": changes, "why": why},
@@ -93,7 +93,7 @@ def create_agent(*, by: User, tenant: Tenant, prompt_text: str = "", **fields: A
     _save_with_reason(agent, by=by, reason="Agent created")
     _record_change(
         by=by,
-        tenant_id=tenant.pk,
+        tenant=tenant,
         agent=agent,
         what="agent.created",
         changes=_diff({}, _snapshot(agent, ("status", *EDITABLE_AGENT_FIELDS))),
@@ -122,7 +122,7 @@ def update_agent(*, agent: Agent, by: User, reason: str = "", **changes: Any) ->
     if diff:
         _record_change(
             by=by,
-            tenant_id=agent.tenant_id,
+            tenant=agent.tenant,
             agent=agent,
             what="agent.rollout_mode" if "rollout_mode" in diff else "agent.inventory",
             changes=diff,
@@ -152,7 +152,7 @@ def publish_prompt(*, agent: Agent, text: str, author: User, change_note: str = 
     _save_with_reason(agent, by=author, reason=f"Prompt v{version.number} published")
     _record_change(
         by=author,
-        tenant_id=agent.tenant_id,
+        tenant=agent.tenant,
         agent=agent,
         what="agent.prompt_published",
         changes={"current_prompt": [current.number if current else None, version.number]},
@@ -175,7 +175,7 @@ def approve_prompt(*, version: PromptVersion, approver: User) -> PromptVersion:
     version.save()
     _record_change(
         by=approver,
-        tenant_id=version.agent.tenant_id,
+        tenant=version.agent.tenant,
         agent=version.agent,
         what="agent.prompt_approved",
         changes={"approved_by": [None, approver.get_username()]},
@@ -208,7 +208,7 @@ def _change_status(*, agent: Agent, by: User, reason: str, new_status: str, allo
     _save_with_reason(agent, by=by, reason=f"{new_status}: {reason.strip()}")
     _record_change(
         by=by,
-        tenant_id=agent.tenant_id,
+        tenant=agent.tenant,
         agent=agent,
         what="agent.status",
         changes={"status": [old_status, new_status]},
@@ -276,7 +276,7 @@ def set_kill_switch(*, engaged: bool, by: User, reason: str, tenant: Tenant | No
     _save_with_reason(switch, by=by, reason=f"{'engaged' if engaged else 'released'}: {reason.strip()}")
     _record_change(
         by=by,
-        tenant_id=tenant.pk if tenant else None,
+        tenant=tenant,
         what="kill_switch.tenant" if tenant else "kill_switch.global",
         changes={"engaged": [was_engaged, engaged]},
         why=reason.strip(),

@@ -21,7 +21,7 @@ def test_suspending_an_agent_records_who_why_and_the_status_change(agent, people
     data = event.data
     assert (event.tenant_id, event.agent_id, event.actor_name) == (agent.tenant_id, agent.pk, lead.username)
     assert data["actor_roles"] == ["support_lead"]
-    assert data["agent_name"] == agent.slug
+    assert (data["agent_name"], data["tenant_name"]) == (agent.slug, agent.tenant.slug)
     assert data["payload"] == {
         "changes": {"status": ["active", "suspended"]},
         "why": "Quoting a withdrawn refund policy",
