@@ -74,10 +74,11 @@ def redact_text(text: str, found: set[str]) -> str:
     return _PHONE.sub(phone, text)
 
 
-def default_redactor(value, found: set[str]):
-    """Redact ``value`` (any JSON-like structure); add the kinds removed to ``found``."""
+def redact_structure(value, found: set[str], text_redactor: Callable[[str, set], str] = redact_text):
+    """Redact ``value`` (any JSON-like structure): credential-named keys wholesale, every
+    string through ``text_redactor``; add the kinds removed to ``found``."""
     if isinstance(value, str):
-        return redact_text(value, found)
+        return text_redactor(value, found)
     if isinstance(value, dict):
         cleaned = {}
         for key, item in value.items():
@@ -85,11 +86,15 @@ def default_redactor(value, found: set[str]):
                 found.add("secret")
                 cleaned[key] = REDACTED
             else:
-                cleaned[key] = default_redactor(item, found)
+                cleaned[key] = redact_structure(item, found, text_redactor)
         return cleaned
     if isinstance(value, list | tuple):
-        return [default_redactor(item, found) for item in value]
+        return [redact_structure(item, found, text_redactor) for item in value]
     return value
+
+
+def default_redactor(value, found: set[str]):
+    return redact_structure(value, found)
 
 
 Redactor = Callable[[object, set], object]
