@@ -10,11 +10,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from apps import audit
-
 from .choices import MembershipSource, RoleKind
+from .governance import record_change
 from .models import ApiToken, Membership, Role, Tenant, User
-from .permissions import forget_cached_roles, has_tenant_permission, roles_in_tenant
+from .permissions import forget_cached_roles, has_tenant_permission
 from .role_permissions import ROLE_POLICIES, group_name, role_allows
 
 API_TOKEN_PREFIX = "cpt_"  # noqa: S105 — a public marker that makes leaked tokens greppable
@@ -96,12 +95,10 @@ def remove_membership(*, membership: Membership, by: User | None = None) -> None
 def _record_access_change(*, by: User | None, user: User, role: Role, change: str, source: str) -> None:
     """Who may act for whom is governance: role grants and removals land in the audit chain.
     ``by`` None means the identity provider's groups claim (at sign-in) or the system."""
-    audit.record(
-        audit.EventType.CONFIG_CHANGED,
+    record_change(
+        by=by,
         tenant=role.tenant,
-        actor=by,
-        actor_roles=roles_in_tenant(by, role.tenant_id),
-        reason=f"access.role_{change}",
+        what=f"access.role_{change}",
         payload={
             "changes": {"role": [None, role.kind] if change == "granted" else [role.kind, None]},
             "user": {"id": user.pk, "name": user.get_username()},

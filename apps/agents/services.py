@@ -11,8 +11,9 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps import audit
+from apps.accounts.governance import record_change
 from apps.accounts.models import Tenant, User
-from apps.accounts.permissions import has_tenant_permission, roles_in_tenant
+from apps.accounts.permissions import has_tenant_permission
 
 from .choices import AgentStatus
 from .models import Agent, KillSwitch, PromptVersion
@@ -67,15 +68,8 @@ def _diff(before: dict, after: dict) -> dict:
 def _record_change(
     *, by: User | None, tenant: Tenant | None, what: str, changes: dict, why: str, agent=None, event_type=None
 ) -> None:
-    """Governance changes land in the audit chain (in the same transaction as the change)."""
-    audit.record(
-        event_type or audit.EventType.CONFIG_CHANGED,
-        tenant=tenant,
-        actor=by,
-        actor_roles=roles_in_tenant(by, tenant.pk) if tenant else [],
-        agent=agent,
-        reason=what,
-        payload={"changes": changes, "why": why},
+    record_change(
+        by=by, tenant=tenant, what=what, payload={"changes": changes, "why": why}, agent=agent, event_type=event_type
     )
 
 

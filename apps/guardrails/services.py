@@ -17,8 +17,9 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from apps import audit
+from apps.accounts.governance import record_change
 from apps.accounts.models import Tenant, User
-from apps.accounts.permissions import has_tenant_permission, roles_in_tenant
+from apps.accounts.permissions import has_tenant_permission
 from apps.agents.models import Agent
 
 from . import detectors
@@ -129,13 +130,11 @@ def activate_policy(*, policy: GuardrailPolicy, by: User, reason: str = "") -> G
     policy.save()
     old_label = f"{policy.scope} v{previous.version}" if previous else "shipped default"
     old_text = previous.document if previous else ""
-    audit.record(
-        audit.EventType.CONFIG_CHANGED,
+    record_change(
+        by=by,
         tenant=policy.tenant,
-        actor=by,
-        actor_roles=roles_in_tenant(by, policy.tenant_id),
         agent=policy.agent,
-        reason="guardrails.policy_activated",
+        what="guardrails.policy_activated",
         payload={
             "changes": {"active_version": [previous.version if previous else None, policy.version]},
             "scope": policy.scope,
@@ -258,27 +257,32 @@ def _count_kill(context: GuardContext, verdict: Verdict, policy: CompiledPolicy,
                 **who,
             )
             lockout.save()
-            audit.record(
+            _audit_turn_event(
+                context,
                 "guardrail.lockout",
-                tenant=context.tenant_id,
-                actor=context.user_id,
-                agent=context.agent_id,
-                conversation_id=context.conversation_id,
-                turn_id=context.turn_id,
                 decision="locked_out",
                 reason="lockout.kills",
                 payload={"lockout_id": lockout.pk, "subject": context.subject or None, "until": lockout.expires_at},
             )
 
 
-def _audit_verdict(context: GuardContext, verdict: Verdict) -> None:
+def _audit_turn_event(context: GuardContext, event_type: str, **fields) -> None:
+    """An audit event about the turn ``context`` describes."""
     audit.record(
-        audit.EventType.GUARDRAIL_VERDICT,
+        event_type,
         tenant=context.tenant_id,
         actor=context.user_id,
         agent=context.agent_id,
         conversation_id=context.conversation_id,
         turn_id=context.turn_id,
+        **fields,
+    )
+
+
+def _audit_verdict(context: GuardContext, verdict: Verdict) -> None:
+    _audit_turn_event(
+        context,
+        audit.EventType.GUARDRAIL_VERDICT,
         decision=verdict.action,
         reason=verdict.rules[0][:100] if verdict.rules else "",
         guardrail_verdict={"action": verdict.action, "rules": verdict.rules, "kinds": verdict.kinds},
@@ -296,13 +300,9 @@ def check_output(text: str, context: GuardContext, *, allowed_kinds: tuple[str, 
         return OutputVerdict(text, [])
     redacted_text, redacted = detectors.redact(text, kinds)
     if redacted:
-        audit.record(
+        _audit_turn_event(
+            context,
             "guardrail.output_redacted",
-            tenant=context.tenant_id,
-            actor=context.user_id,
-            agent=context.agent_id,
-            conversation_id=context.conversation_id,
-            turn_id=context.turn_id,
             decision="redact",
             payload={"kinds": redacted},
         )
@@ -317,15 +317,12 @@ def check_tool_scope(tool_names, allowed_tools, context: GuardContext) -> list[s
     policy = effective_policy(context.tenant_id, context.agent_id)
     if not policy.data["output"]["tool_scope_check"]:
         return []
-    outside = sorted({name for name in tool_names if name not in set(allowed_tools)})
+    allowed = set(allowed_tools)
+    outside = sorted({name for name in tool_names if name not in allowed})
     if outside:
-        audit.record(
+        _audit_turn_event(
+            context,
             audit.EventType.GUARDRAIL_VERDICT,
-            tenant=context.tenant_id,
-            actor=context.user_id,
-            agent=context.agent_id,
-            conversation_id=context.conversation_id,
-            turn_id=context.turn_id,
             decision="refuse",
             reason="output.tool_scope",
             guardrail_verdict={"action": "refuse", "rules": ["output.tool_scope"], "tools": outside},
@@ -364,12 +361,10 @@ def lift_lockout(*, lockout: Lockout, by: User, reason: str) -> Lockout:
     lockout.lift_reason = reason.strip()
     lockout._history_user = by
     lockout.save()
-    audit.record(
-        audit.EventType.CONFIG_CHANGED,
+    record_change(
+        by=by,
         tenant=lockout.tenant,
-        actor=by,
-        actor_roles=roles_in_tenant(by, lockout.tenant_id),
-        reason="guardrails.lockout_lifted",
+        what="guardrails.lockout_lifted",
         payload={
             "lockout_id": lockout.pk,
             "subject": lockout.subject or None,

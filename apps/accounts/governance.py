@@ -1,0 +1,25 @@
+"""Recording governance changes in the audit trail, the same way from every app.
+
+A change to who may do what (roles, agents, policies, kill switches, lockouts) is a
+``config.changed`` event carrying who made it, the roles they held in that tenant at the
+time, a short code saying what changed, and the details. Call it inside the change's own
+transaction, so the change and its record commit together.
+"""
+
+from apps import audit
+
+from .permissions import roles_in_tenant
+
+
+def record_change(*, by, tenant, what: str, payload: dict, agent=None, event_type: str | None = None) -> None:
+    """``tenant`` is a Tenant or None (platform-wide); ``what`` a code such as
+    "agent.rollout_mode"; ``payload`` the diff and why."""
+    audit.record(
+        event_type or audit.EventType.CONFIG_CHANGED,
+        tenant=tenant,
+        actor=by,
+        actor_roles=roles_in_tenant(by, tenant.pk) if tenant is not None else [],
+        agent=agent,
+        reason=what,
+        payload=payload,
+    )
