@@ -322,8 +322,18 @@ AUDIT_CHECKPOINT_DIR = env.path("AUDIT_CHECKPOINT_DIR", default=BASE_DIR / "var"
 AUDIT_CHECKPOINT_SINK = env.str("AUDIT_CHECKPOINT_SINK", default="apps.audit.checkpoints.DirectorySink")
 AUDIT_CHECKPOINT_MINUTES = env.int("AUDIT_CHECKPOINT_MINUTES", default=15)
 
+# Knowledge. The public address of this control plane, for links in e-mails to owners.
+CONTROLPLANE_BASE_URL = env.str("CONTROLPLANE_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# How often the freshness sweep marks overdue sources stale and tells their owners.
+KNOWLEDGE_SWEEP_MINUTES = env.int("KNOWLEDGE_SWEEP_MINUTES", default=60)
+# "auto": PostgreSQL full-text search on PostgreSQL, the portable lexical ranking elsewhere.
+KNOWLEDGE_SEARCH_BACKEND = env.str("KNOWLEDGE_SEARCH_BACKEND", default="auto")
+# A passage "matches well" when it holds at least this share of the question's search terms.
+KNOWLEDGE_MIN_COVERAGE = env.float("KNOWLEDGE_MIN_COVERAGE", default=0.5)
+
 CELERY_BEAT_SCHEDULE = {
     "audit-chain-pending": {"task": "audit.chain_pending", "schedule": 60.0},
     "audit-checkpoint": {"task": "audit.write_checkpoint", "schedule": AUDIT_CHECKPOINT_MINUTES * 60.0},
     "audit-verify": {"task": "audit.verify_chain", "schedule": 24 * 3600.0},
+    "knowledge-freshness": {"task": "knowledge.sweep_freshness", "schedule": KNOWLEDGE_SWEEP_MINUTES * 60.0},
 }
