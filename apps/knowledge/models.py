@@ -13,6 +13,7 @@ from apps.accounts.permissions import TenantScopedQuerySet
 from apps.agents.choices import Channel
 
 from .choices import SCOPE_DIMENSIONS, ConflictKind, Lifecycle, SourceAction, SourceKind, StalePolicy, Visibility
+from .text import normalized_title
 
 SCOPE_VALUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 ALL = "*"
@@ -45,6 +46,9 @@ class KnowledgeSource(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="knowledge_sources")
     title = models.CharField(max_length=300)
+    title_key = models.CharField(
+        max_length=300, editable=False, default="", help_text="The title folded, for matching."
+    )
     kind = models.CharField(max_length=20, choices=SourceKind.choices, default=SourceKind.HELP_ARTICLE)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -103,7 +107,10 @@ class KnowledgeSource(models.Model):
             ("approve_knowledgesource", "Can approve knowledge sources"),
             ("purge_knowledgesource", "Can delete a knowledge source (purges its text)"),
         ]
-        indexes = [models.Index(fields=["tenant", "status"], name="knowledge_source_tenant_status")]
+        indexes = [
+            models.Index(fields=["tenant", "status"], name="knowledge_source_tenant_status"),
+            models.Index(fields=["tenant", "title_key"], name="knowledge_source_title_key"),
+        ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=Lifecycle.values), name="knowledge_status_known"),
             models.CheckConstraint(
@@ -118,6 +125,7 @@ class KnowledgeSource(models.Model):
         return self.title
 
     def save(self, *args, **kwargs) -> None:
+        self.title_key = normalized_title(self.title)[:300]
         self.scope_tokens = build_scope_tokens(self)
         self.review_due_on = (
             self.last_reviewed_on + datetime.timedelta(days=self.review_cadence_days) if self.last_reviewed_on else None

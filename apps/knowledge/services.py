@@ -193,6 +193,12 @@ def update_source(*, source: KnowledgeSource, by: User, reason: str = "", **chan
     if action == SourceAction.RETURNED_TO_DRAFT:
         why = f"{why} (changed {', '.join(governed)}: needs approval again)"
     _record(source, by=by, action=action, from_status=from_status, reason=why, changes=summary)
+    if action == SourceAction.RETURNED_TO_DRAFT:
+        # Out of retrieval, so no longer in conflict; approving it again checks afresh (and
+        # reopens a hint that still applies, telling both owners again).
+        _resolve_conflicts_of(source, by=by, note=f"“{source.title}” returned to draft")
+    if "title" in summary and source.status == Lifecycle.APPROVED:
+        flag_conflicts(source)  # still approved under a new name, which may be another source's
     return source
 
 
@@ -245,11 +251,11 @@ def mark_reviewed(*, source: KnowledgeSource, by: User, note: str = "") -> Knowl
 @transaction.atomic
 def deprecate_source(*, source: KnowledgeSource, by: User, reason: str) -> KnowledgeSource:
     """Take a source out of retrieval, keeping its text for the record."""
-    why = _required_reason(reason, "deprecated")
     source = _locked(source)
     _require(
         by, source.tenant_id, "knowledge.change_knowledgesource", f"You may not deprecate knowledge in {source.tenant}."
     )
+    why = _required_reason(reason, "deprecated")
     if source.status not in (Lifecycle.DRAFT, Lifecycle.APPROVED):
         raise ValidationError(f"“{source.title}” is already {source.get_status_display().lower()}.")
     from_status = source.status
@@ -265,11 +271,11 @@ def purge_source(*, source: KnowledgeSource, by: User, reason: str) -> Knowledge
     """Delete a source: its text, passages (and so their search index entries), conflict
     hints and the text in its history rows go now, in one transaction. The row stays as a
     tombstone: id, title, owner, who deleted it, when and why."""
-    why = _required_reason(reason, "deleted")
     source = _locked(source)
     _require(
         by, source.tenant_id, "knowledge.purge_knowledgesource", f"You may not delete knowledge in {source.tenant}."
     )
+    why = _required_reason(reason, "deleted")
     if source.status == Lifecycle.DELETED:
         raise ValidationError(f"“{source.title}” was already deleted.")
     from_status = source.status
@@ -359,7 +365,8 @@ def _tell_owner_about_stale(owner: User, sources: list[KnowledgeSource]) -> bool
         message=(
             f"Hello {owner.display_name or owner.get_username()},\n\n"
             f"These sources you own are past their review date:\n\n" + "\n".join(lines) + "\n\n"
-            "Open each one, check it is still true, and choose “Mark reviewed” (or edit or deprecate it).\n"
+            "Open each one, check it is still true, and press “Mark reviewed” at the top of its page\n"
+            "(or edit or deprecate it).\n"
         ),
         from_email=None,
         recipient_list=[owner.email],
@@ -395,8 +402,8 @@ def flag_conflicts(source: KnowledgeSource) -> list[ConflictHint]:
     for position, value in source.passages.exclude(fingerprint="").values_list("position", "fingerprint"):
         fingerprints.setdefault(value, position)
     found: list[tuple[KnowledgeSource, str, str]] = []
-    for other in candidates.filter(title__iexact=source.title).select_related("owner"):
-        if normalized_title(other.title) == title and scopes_overlap(source, other):
+    for other in candidates.filter(title_key=title).select_related("owner"):
+        if scopes_overlap(source, other):
             found.append((other, ConflictKind.SAME_TITLE, f"Both are titled “{source.title}”."))
     shared = (
         Passage.objects.filter(tenant_id=source.tenant_id, fingerprint__in=list(fingerprints), source__in=candidates)
@@ -461,11 +468,24 @@ def resolve_conflict(*, hint: ConflictHint, by: User, note: str) -> ConflictHint
     note = (note or "").strip()
     if not note:
         raise ValidationError({"resolution": "Say how the conflict was settled."})
-    hint = ConflictHint.objects.select_for_update().get(pk=hint.pk)
+    hint = ConflictHint.objects.select_for_update().select_related("tenant", "source", "other_source").get(pk=hint.pk)
     _require(by, hint.tenant_id, "knowledge.change_knowledgesource", "You may not resolve conflicts in this tenant.")
     if hint.resolved_at is None:
         hint.resolved_at, hint.resolved_by, hint.resolution = timezone.now(), by, note[:300]
         hint.save()
+        record_change(
+            by=by,
+            tenant=hint.tenant,
+            what="knowledge.conflict_resolved",
+            payload={
+                "sources": [
+                    {"id": hint.source_id, "title": hint.source.title},
+                    {"id": hint.other_source_id, "title": hint.other_source.title},
+                ],
+                "kind": hint.kind,
+                "why": hint.resolution,
+            },
+        )
     return hint
 
 

@@ -16,6 +16,8 @@ MAX_QUERY_TERMS = 12
 _WORD = re.compile(r"[a-z0-9]+")
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# "30", "1,000", "2.5": one number each, so "$1,000" and "$500" mask the same.
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # (suffix, shortest word it is stripped from): "policies" -> "polic", "shipping" -> "shipp".
 _SUFFIXES = (("ies", 5), ("ing", 6), ("ed", 5), ("es", 5), ("y", 5), ("s", 4))
 
@@ -78,7 +80,7 @@ def topic_of(terms: list[str]) -> str:
 def fingerprint(text: str) -> str:
     """Identical for passages that differ only in case, punctuation, spacing or numbers,
     which is what two versions of one policy look like ("within 30 days" vs "14 days")."""
-    words = _WORD.findall(re.sub(r"\d+", "#", fold(text)).replace("#", " num "))
+    words = _WORD.findall(_NUMBER.sub(" num ", fold(text)))
     normalized = " ".join(words)
     if len(normalized) < MIN_FINGERPRINT_CHARS:
         return ""
@@ -105,6 +107,8 @@ class _HtmlToText(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag in self.SKIPPED:
             self.skip_depth += 1
+        elif tag == "body":  # HTML may leave </head> out: the body is never inside what is skipped
+            self.skip_depth = 0
         elif tag in self.HEADINGS:
             self.parts.append("\n\n" + "#" * self.HEADINGS[tag] + " ")
         elif tag in self.BLOCKS:

@@ -13,6 +13,7 @@ from apps.accounts.choices import RoleKind
 from apps.accounts.models import Role, Tenant, User
 from apps.accounts.services import assign_role, create_tenant
 from apps.agents.choices import Channel, Environment, RolloutMode
+from apps.agents.demo import demo_seeders
 from apps.agents.models import Agent
 from apps.agents.services import create_agent
 
@@ -80,8 +81,9 @@ class Command(BaseCommand):
     def _seed(self) -> None:
         tenant = Tenant.objects.filter(slug="acme").first() or create_tenant(name="Acme Support", slug="acme")
         # A second tenant, so tenant isolation is visible in the demo.
-        if not Tenant.objects.filter(slug="globex").exists():
-            create_tenant(name="Globex Retail", slug="globex")
+        other_tenant = Tenant.objects.filter(slug="globex").first() or create_tenant(
+            name="Globex Retail", slug="globex"
+        )
 
         platform_admin, created = User.objects.get_or_create(
             username="admin",
@@ -115,6 +117,8 @@ class Command(BaseCommand):
             create_agent(by=owner, tenant=tenant, owner=owner, prompt_text=spec["prompt"], **fields)
 
         self._record_sample_turn(tenant, people)
+        for seeder in demo_seeders():
+            seeder(tenant=tenant, other_tenant=other_tenant, people=people, stdout=self.stdout)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo tenant '{tenant.name}' ready: {len(DEMO_PEOPLE)} role users and the platform administrator "
