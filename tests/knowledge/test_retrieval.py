@@ -5,6 +5,7 @@ search), so the rules are proven on both."""
 import datetime
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.utils import timezone
 
@@ -304,6 +305,13 @@ def test_search_backend_follows_the_database(settings):
     assert search_backend() == ("postgres" if connection.vendor == "postgresql" else "lexical")
     settings.KNOWLEDGE_SEARCH_BACKEND = "lexical"
     assert search_backend() == "lexical"
+    settings.KNOWLEDGE_SEARCH_BACKEND = "elasticsearch"
+    with pytest.raises(ImproperlyConfigured, match="KNOWLEDGE_SEARCH_BACKEND='elasticsearch'"):
+        search_backend()
+    if connection.vendor != "postgresql":
+        settings.KNOWLEDGE_SEARCH_BACKEND = "postgres"
+        with pytest.raises(ImproperlyConfigured, match="on PostgreSQL only"):
+            search_backend()
 
 
 def test_lexical_ranking_applies_the_same_rules_on_any_database(tenant, owner, customer_context, settings):
