@@ -1,23 +1,16 @@
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
+from apps.accounts.admin_actions import apply_to_each, service_error_text, with_reason
 from apps.accounts.admin_scoping import TenantScopedHistoryAdmin
 from apps.accounts.permissions import has_tenant_permission
 
 from . import services
 from .choices import AgentStatus, Channel
 from .models import Agent, KillSwitch, ModelProvider, PromptVersion
-
-
-def _service_errors(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return "; ".join(error.messages)
-    return str(error)
 
 
 class AgentForm(forms.ModelForm):
@@ -82,10 +75,6 @@ class PromptVersionInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("author", "approved_by")
-
-
-class ReasonForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
 
 
 @admin.register(Agent)
@@ -166,36 +155,21 @@ class AgentAdmin(TenantScopedHistoryAdmin):
         obj.refresh_from_db()
 
     def _status_action(self, request, queryset, operation, verb: str):
-        if "apply" in request.POST:
-            form = ReasonForm(request.POST)
-            if form.is_valid():
-                done, failed = [], []
-                for agent in queryset:
-                    try:
-                        operation(agent=agent, by=request.user, reason=form.cleaned_data["reason"])
-                        done.append(agent.name)
-                    except (ValidationError, PermissionDenied) as error:
-                        failed.append(f"{agent.name}: {_service_errors(error)}")
-                if done:
-                    messages.success(request, f"{verb.capitalize()}ed: {', '.join(done)}.")
-                for failure in failed:
-                    messages.error(request, failure)
-                return None
-        else:
-            form = ReasonForm()
-        return TemplateResponse(
+        def apply(reason: str) -> None:
+            apply_to_each(
+                request,
+                queryset,
+                lambda agent: operation(agent=agent, by=request.user, reason=reason),
+                name=lambda agent: agent.name,
+                done=f"{verb.capitalize()}ed",
+            )
+
+        return with_reason(
             request,
-            "admin/agents/agent/status_reason.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": f"{verb.capitalize()} agents",
-                "verb": verb,
-                "agents": queryset,
-                "form": form,
-                "action": request.POST.get("action"),
-                "action_checkbox_name": ACTION_CHECKBOX_NAME,
-                "opts": self.model._meta,
-            },
+            self,
+            template="admin/agents/agent/status_reason.html",
+            apply=apply,
+            context={"title": f"{verb.capitalize()} agents", "verb": verb, "agents": queryset},
         )
 
     @admin.action(description="Suspend selected agents (kill switch for these agents only)")
@@ -240,7 +214,7 @@ class PromptVersionAdmin(TenantScopedHistoryAdmin):
                 services.approve_prompt(version=version, approver=request.user)
                 messages.success(request, f"Approved {version}.")
             except (ValidationError, PermissionDenied) as error:
-                messages.error(request, f"{version}: {_service_errors(error)}")
+                messages.error(request, f"{version}: {service_error_text(error)}")
 
 
 class KillSwitchForm(forms.ModelForm):

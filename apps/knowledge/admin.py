@@ -8,7 +8,6 @@ import re
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.http import HttpResponseRedirect
@@ -17,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from apps.accounts.admin_actions import ReasonForm, apply_to_each, service_error_text, with_reason
 from apps.accounts.admin_scoping import TenantScopedAdminMixin, TenantScopedHistoryAdmin
 from apps.accounts.choices import RoleKind
 from apps.agents.choices import Channel
@@ -29,12 +29,7 @@ from .text import html_to_text
 UPLOAD_EXTENSIONS = (".txt", ".md", ".markdown", ".html", ".htm")
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 DUE_SOON_DAYS = 7
-
-
-def _service_errors(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return "; ".join(error.messages)
-    return str(error)
+REASON_TEMPLATE = "admin/knowledge/knowledgesource/lifecycle_reason.html"
 
 
 class ScopeListField(forms.CharField):
@@ -171,10 +166,6 @@ class SourceEventInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("by")
-
-
-class ReasonForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
 
 
 STATUS_COLOURS = {
@@ -409,13 +400,13 @@ class KnowledgeSourceAdmin(TenantScopedHistoryAdmin):
                 else:
                     operation(source=source, by=request.user, reason=note)
             except (ValidationError, PermissionDenied) as error:
-                messages.error(request, _service_errors(error))
+                messages.error(request, service_error_text(error))
             else:
                 messages.success(request, f"{verb}: {source.title}.")
             return HttpResponseRedirect(reverse("admin:knowledge_knowledgesource_change", args=[source.pk]))
         return TemplateResponse(
             request,
-            "admin/knowledge/knowledgesource/lifecycle_reason.html",
+            REASON_TEMPLATE,
             {
                 **self.admin_site.each_context(request),
                 "title": f"{verb}: {source.title}",
@@ -445,39 +436,25 @@ class KnowledgeSourceAdmin(TenantScopedHistoryAdmin):
     # --- Lifecycle actions --------------------------------------------------------------------
 
     def _run(self, request, queryset, operation, verb: str, **kwargs):
-        done, failed = [], []
-        for source in queryset:
-            try:
-                operation(source=source, by=request.user, **kwargs)
-                done.append(source.title)
-            except (ValidationError, PermissionDenied) as error:
-                failed.append(f"{source.title}: {_service_errors(error)}")
-        if done:
-            messages.success(request, f"{verb}: {', '.join(done)}.")
-        for failure in failed:
-            messages.error(request, failure)
+        apply_to_each(
+            request,
+            queryset,
+            lambda source: operation(source=source, by=request.user, **kwargs),
+            name=lambda source: source.title,
+            done=verb,
+        )
 
     def _with_reason(self, request, queryset, operation, verb: str, explanation: str):
-        if "apply" in request.POST:
-            form = ReasonForm(request.POST)
-            if form.is_valid():
-                self._run(request, queryset, operation, verb, reason=form.cleaned_data["reason"])
-                return None
-        else:
-            form = ReasonForm()
-        return TemplateResponse(
+        return with_reason(
             request,
-            "admin/knowledge/knowledgesource/lifecycle_reason.html",
-            {
-                **self.admin_site.each_context(request),
+            self,
+            template=REASON_TEMPLATE,
+            apply=lambda reason: self._run(request, queryset, operation, verb, reason=reason),
+            context={
                 "title": f"{verb} knowledge sources",
                 "verb": verb,
                 "explanation": explanation,
                 "sources": queryset.select_related("tenant"),
-                "form": form,
-                "action": request.POST.get("action"),
-                "action_checkbox_name": ACTION_CHECKBOX_NAME,
-                "opts": self.model._meta,
             },
         )
 
@@ -545,37 +522,27 @@ class ConflictHintAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Resolve selected hints (say how)")
     def resolve_selected(self, request, queryset):
-        if "apply" in request.POST:
-            form = ReasonForm(request.POST)
-            if form.is_valid():
-                done, failed = 0, []
-                for hint in queryset:
-                    try:
-                        services.resolve_conflict(hint=hint, by=request.user, note=form.cleaned_data["reason"])
-                        done += 1
-                    except (ValidationError, PermissionDenied) as error:
-                        failed.append(_service_errors(error))
-                if done:
-                    messages.success(request, f"Resolved {done} hint{'s' if done != 1 else ''}.")
-                for failure in failed:
-                    messages.error(request, failure)
-                return None
-        else:
-            form = ReasonForm()
-        return TemplateResponse(
+        hints = queryset.select_related("source", "other_source")
+
+        def resolve_each(note: str) -> None:
+            apply_to_each(
+                request,
+                hints,
+                lambda hint: services.resolve_conflict(hint=hint, by=request.user, note=note),
+                name=lambda hint: f"“{hint.source.title}” / “{hint.other_source.title}”",
+                done="Resolved",
+            )
+
+        return with_reason(
             request,
-            "admin/knowledge/knowledgesource/lifecycle_reason.html",
-            {
-                **self.admin_site.each_context(request),
+            self,
+            template=REASON_TEMPLATE,
+            apply=resolve_each,
+            context={
                 "title": "Resolve conflict hints",
                 "verb": "Resolve",
                 "explanation": "Say how each conflict was settled (e.g. which source is right).",
-                "sources": [],
-                "hints": queryset.select_related("source", "other_source"),
-                "form": form,
-                "action": request.POST.get("action"),
-                "action_checkbox_name": ACTION_CHECKBOX_NAME,
-                "opts": self.model._meta,
+                "hints": hints,
             },
         )
 
