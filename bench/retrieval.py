@@ -16,7 +16,7 @@ same run, alternating in random order after a warm-up:
 - governed: ``apps.knowledge.retrieval.retrieve(..., record_gap=False)``, every rule in its
   query (on a gap, retrieve also counts the withheld matches: a second query, included);
 - ungoverned: the same full-text query (same words, tsquery, ranking, order, k and columns,
-  built by the same ``_matching_passages``) over every passage of every tenant, with no
+  built by the same ``ranked_rows``) over every passage of every tenant, with no
   tenant, lifecycle, freshness, visibility or scope condition. It ranks ~10x as many
   passages; for a quicker look, RETRIEVAL_BENCH_BASELINE_EVERY=4 runs it on every 4th
   question only (paired with the governed timings of the same questions).
@@ -59,7 +59,6 @@ import django  # noqa: E402 — settings come from the environment set above
 
 django.setup()
 
-from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -67,18 +66,19 @@ from django.utils import timezone  # noqa: E402
 from apps.accounts.choices import RoleKind  # noqa: E402
 from apps.accounts.models import Tenant, User  # noqa: E402
 from apps.agents.choices import Channel  # noqa: E402
-from apps.audit.redaction import redact  # noqa: E402
 from apps.knowledge.choices import Audience, Lifecycle, SourceKind, StalePolicy, Visibility  # noqa: E402
 from apps.knowledge.models import KnowledgeSource, Passage, build_scope_tokens  # noqa: E402
 from apps.knowledge.retrieval import (  # noqa: E402
     RetrievalContext,
     RetrievalStatus,
-    _matching_passages,
     eligible_sources,
+    match_status,
+    prepare_question,
+    ranked_rows,
     retrieve,
     search_backend,
 )
-from apps.knowledge.text import STOPWORDS, coverage, fingerprint, query_terms, query_words, split_passages  # noqa: E402
+from apps.knowledge.text import STOPWORDS, coverage, fingerprint, split_passages  # noqa: E402
 
 TENANTS = 5
 SOURCES = int(os.environ.get("RETRIEVAL_BENCH_SOURCES", "2000"))
@@ -412,39 +412,17 @@ def make_context(rng: random.Random, tenants: list[Tenant]) -> RetrievalContext:
 
 # --- The two paths ---------------------------------------------------------------------------------
 
-ORDER = ("-score", "source_id", "position")
-COLUMNS = (
-    "pk",
-    "heading",
-    "text",
-    "score",
-    "source_id",
-    "source__title",
-    "source__version",
-    "source__kind",
-    "source__owner__username",
-    "source__last_reviewed_on",
-    "source__review_due_on",
-    "source__origin_url",
-)
-
 
 def ungoverned(query: str, k: int = K) -> tuple[str, list[dict]]:
     """What ``retrieve`` does with every governance condition taken out: the same redaction,
     words, tsquery, ranking, order, k and columns, over all passages of all tenants."""
-    redacted, _kinds = redact(query[:4000])
-    query = str(redacted)
-    words = query_words(query)
-    terms = query_terms(query)
-    if not terms:
+    question = prepare_question(query)
+    if not question.terms:
         return RetrievalStatus.WEAK, []
-    rows = list(
-        _matching_passages(Passage.objects.all(), words, search_backend()).order_by(*ORDER).values(*COLUMNS)[:k]
-    )
+    rows = list(ranked_rows(Passage.objects.all(), question.words, search_backend(), k))
     if not rows:
         return RetrievalStatus.GAP, rows
-    best = max(coverage(terms, f"{row['heading']} {row['text']}") for row in rows)
-    return (RetrievalStatus.MATCHED if best >= settings.KNOWLEDGE_MIN_COVERAGE else RetrievalStatus.WEAK), rows
+    return match_status(max(coverage(question.terms, f"{row['heading']} {row['text']}") for row in rows)), rows
 
 
 def governed(query: str, context: RetrievalContext, k: int = K):
@@ -520,10 +498,10 @@ def check_rules(sample, sources: dict[int, KnowledgeSource], today) -> None:
             if reason:
                 broken[reason] += 1
         allowed = [pk for pk, source in sources.items() if not breaks_rules(source, context, today)]
-        expected = _matching_passages(
-            Passage.objects.filter(source_id__in=allowed), query_words(query), search_backend()
+        expected = ranked_rows(
+            Passage.objects.filter(source_id__in=allowed), prepare_question(query).words, search_backend(), K
         )
-        expected_ids = list(expected.order_by(*ORDER).values_list("pk", flat=True)[:K])
+        expected_ids = [row["pk"] for row in expected]
         same_top += expected_ids == [passage.passage_id for passage in result.passages]
     verdict = "OK" if not broken and not outside_eligible and same_top == len(sample) else "FAILED"
     print(

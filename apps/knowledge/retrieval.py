@@ -183,6 +183,50 @@ def _matching_passages(passages, words: list[str], backend: str):
     return passages.filter(reduce(or_, matches)).annotate(score=score)
 
 
+# What a result row holds, and its order: one definition, so bench/retrieval.py's
+# ungoverned baseline differs from retrieve only in its WHERE clause.
+RESULT_COLUMNS = (
+    "pk",
+    "heading",
+    "text",
+    "score",
+    "source_id",
+    "source__title",
+    "source__version",
+    "source__kind",
+    "source__owner__username",
+    "source__last_reviewed_on",
+    "source__review_due_on",
+    "source__origin_url",
+)
+RESULT_ORDER = ("-score", "source_id", "position")
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str  # redacted
+    words: list[str]  # for PostgreSQL, which stems them itself
+    terms: list[str]  # stems: for the lexical ranking and coverage
+
+
+def prepare_question(query: str) -> Question:
+    """Search with the question's PII replaced by placeholders ("[EMAIL]"): an address or a
+    card number answers nothing, and must not reach SQL logs or the gap report."""
+    redacted, _kinds = redact(query[:4000])
+    text = str(redacted)
+    return Question(text, query_words(text), query_terms(text))
+
+
+def ranked_rows(passages, words: list[str], backend: str, k: int):
+    """The ``k`` best of ``passages`` matching the words, as RESULT_COLUMNS dictionaries."""
+    return _matching_passages(passages, words, backend).order_by(*RESULT_ORDER).values(*RESULT_COLUMNS)[:k]
+
+
+def match_status(best_coverage: float) -> str:
+    """Matched or weak, for results that are not a gap."""
+    return RetrievalStatus.MATCHED if best_coverage >= settings.KNOWLEDGE_MIN_COVERAGE else RetrievalStatus.WEAK
+
+
 def retrieve(query: str, context: RetrievalContext, k: int = 5, *, record_gap: bool = True) -> RetrievalResult:
     """The best ``k`` eligible passages for ``query`` in ``context``.
 
@@ -191,35 +235,14 @@ def retrieve(query: str, context: RetrievalContext, k: int = 5, *, record_gap: b
     """
     if not 1 <= k <= 50:
         raise ValueError("k must be between 1 and 50")
-    # Search with the question's PII replaced by placeholders ("[EMAIL]"): an address or a
-    # card number answers nothing, and must not reach SQL logs or the gap report.
-    redacted, _kinds = redact(query[:4000])
-    query = str(redacted)
-    words = query_words(query)
-    terms = query_terms(query)
+    question = prepare_question(query)
+    terms = question.terms
     backend = search_backend()
     if not terms:
         return RetrievalResult(RetrievalStatus.WEAK, [], terms, backend)
     today = timezone.localdate()
     sources = eligible_sources(context, today)
-    rows = (
-        _matching_passages(Passage.objects.filter(tenant_id=context.tenant_id, source__in=sources), words, backend)
-        .order_by("-score", "source_id", "position")
-        .values(
-            "pk",
-            "heading",
-            "text",
-            "score",
-            "source_id",
-            "source__title",
-            "source__version",
-            "source__kind",
-            "source__owner__username",
-            "source__last_reviewed_on",
-            "source__review_due_on",
-            "source__origin_url",
-        )[:k]
-    )
+    eligible_passages = Passage.objects.filter(tenant_id=context.tenant_id, source__in=sources)
     passages = [
         RetrievedPassage(
             passage_id=row["pk"],
@@ -237,16 +260,14 @@ def retrieve(query: str, context: RetrievalContext, k: int = 5, *, record_gap: b
             coverage=coverage(terms, f"{row['heading']} {row['text']}"),
             stale=row["source__review_due_on"] is None or row["source__review_due_on"] < today,
         )
-        for row in rows
+        for row in ranked_rows(eligible_passages, question.words, backend, k)
     ]
     if not passages:
-        withheld = withheld_matches(context, words, backend, today)
+        withheld = withheld_matches(context, question.words, backend, today)
         if record_gap:
-            record_knowledge_gap(query, context, terms, withheld)
+            record_knowledge_gap(question.text, context, terms, withheld)
         return RetrievalResult(RetrievalStatus.GAP, [], terms, backend, withheld)
-    best = max(passage.coverage for passage in passages)
-    status = RetrievalStatus.MATCHED if best >= settings.KNOWLEDGE_MIN_COVERAGE else RetrievalStatus.WEAK
-    return RetrievalResult(status, passages, terms, backend)
+    return RetrievalResult(match_status(max(passage.coverage for passage in passages)), passages, terms, backend)
 
 
 # --- Gaps -------------------------------------------------------------------------------------
