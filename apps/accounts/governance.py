@@ -6,9 +6,26 @@ time, a short code saying what changed, and the details. Call it inside the chan
 transaction, so the change and its record commit together.
 """
 
+from django.core.exceptions import PermissionDenied
+
 from apps import audit
 
-from .permissions import roles_in_tenant
+from .permissions import has_tenant_permission, roles_in_tenant
+
+
+def require_tenant_permission(user, tenant_id: int, permission: str, message: str) -> None:
+    """Raise PermissionDenied(message) unless ``user`` holds ``permission`` in the tenant.
+    Services call it inside their transaction, after locking the row they change."""
+    if user is None or not has_tenant_permission(user, tenant_id, permission):
+        raise PermissionDenied(message)
+
+
+def save_with_history(instance, *, by, reason: str) -> None:
+    """Save and label the history row with who and why (also from workers and the CLI,
+    where no request supplies the user)."""
+    instance._history_user = by
+    instance._change_reason = reason[:100] if reason else None
+    instance.save()
 
 
 def record_change(*, by, tenant, what: str, payload: dict, agent=None, event_type: str | None = None) -> None:

@@ -11,9 +11,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps import audit
-from apps.accounts.governance import record_change
+from apps.accounts.governance import record_change, require_tenant_permission, save_with_history
 from apps.accounts.models import Tenant, User
-from apps.accounts.permissions import has_tenant_permission
 
 from .choices import AgentStatus
 from .models import Agent, KillSwitch, PromptVersion
@@ -33,19 +32,6 @@ EDITABLE_AGENT_FIELDS = (
     "model_provider",
     "model_name",
 )
-
-
-def _require(user: User | None, tenant_id: int, permission: str, message: str) -> None:
-    if user is None or not has_tenant_permission(user, tenant_id, permission):
-        raise PermissionDenied(message)
-
-
-def _save_with_reason(instance, *, by: User | None, reason: str) -> None:
-    """Save and label the history row with who and why (also from workers and the CLI,
-    where no request supplies the user)."""
-    instance._history_user = by
-    instance._change_reason = reason[:100] if reason else None
-    instance.save()
 
 
 def _audit_value(instance, field: str):
@@ -78,13 +64,13 @@ def _record_change(
 
 @transaction.atomic
 def create_agent(*, by: User, tenant: Tenant, prompt_text: str = "", **fields: Any) -> Agent:
-    _require(by, tenant.pk, "agents.add_agent", f"You may not create agents in {tenant}.")
+    require_tenant_permission(by, tenant.pk, "agents.add_agent", f"You may not create agents in {tenant}.")
     unknown = set(fields) - set(EDITABLE_AGENT_FIELDS)
     if unknown:
         raise ValidationError(f"Unknown agent fields: {', '.join(sorted(unknown))}.")
     agent = Agent(tenant=tenant, **fields)
     agent.full_clean()
-    _save_with_reason(agent, by=by, reason="Agent created")
+    save_with_history(agent, by=by, reason="Agent created")
     _record_change(
         by=by,
         tenant=tenant,
@@ -103,7 +89,7 @@ def create_agent(*, by: User, tenant: Tenant, prompt_text: str = "", **fields: A
 def update_agent(*, agent: Agent, by: User, reason: str = "", **changes: Any) -> Agent:
     """Apply inventory edits. Locks the row so two editors cannot interleave."""
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    _require(by, agent.tenant_id, "agents.change_agent", f"You may not edit agents in {agent.tenant}.")
+    require_tenant_permission(by, agent.tenant_id, "agents.change_agent", f"You may not edit agents in {agent.tenant}.")
     unknown = set(changes) - set(EDITABLE_AGENT_FIELDS)
     if unknown:
         raise ValidationError(f"These fields cannot be edited here: {', '.join(sorted(unknown))}.")
@@ -111,7 +97,7 @@ def update_agent(*, agent: Agent, by: User, reason: str = "", **changes: Any) ->
     for field, value in changes.items():
         setattr(agent, field, value)
     agent.full_clean()
-    _save_with_reason(agent, by=by, reason=reason or "Inventory edited")
+    save_with_history(agent, by=by, reason=reason or "Inventory edited")
     diff = _diff(before, _snapshot(agent, changes))
     if diff:
         _record_change(
@@ -132,7 +118,9 @@ def publish_prompt(*, agent: Agent, text: str, author: User, change_note: str = 
     Publishing the text the agent already runs is a no-op that returns the current version.
     """
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    _require(author, agent.tenant_id, "agents.add_promptversion", f"You may not edit prompts in {agent.tenant}.")
+    require_tenant_permission(
+        author, agent.tenant_id, "agents.add_promptversion", f"You may not edit prompts in {agent.tenant}."
+    )
     if not text.strip():
         raise ValidationError({"text": "A prompt cannot be empty."})
     current = agent.current_prompt
@@ -143,7 +131,7 @@ def publish_prompt(*, agent: Agent, text: str, author: User, change_note: str = 
     version.full_clean()
     version.save()
     agent.current_prompt = version
-    _save_with_reason(agent, by=author, reason=f"Prompt v{version.number} published")
+    save_with_history(agent, by=author, reason=f"Prompt v{version.number} published")
     _record_change(
         by=author,
         tenant=agent.tenant,
@@ -158,7 +146,9 @@ def publish_prompt(*, agent: Agent, text: str, author: User, change_note: str = 
 @transaction.atomic
 def approve_prompt(*, version: PromptVersion, approver: User) -> PromptVersion:
     version = PromptVersion.objects.select_for_update().select_related("agent").get(pk=version.pk)
-    _require(approver, version.agent.tenant_id, "agents.change_agent", "You may not approve prompts in this tenant.")
+    require_tenant_permission(
+        approver, version.agent.tenant_id, "agents.change_agent", "You may not approve prompts in this tenant."
+    )
     if version.author_id == approver.pk:
         raise PermissionDenied("A prompt version cannot be approved by its own author.")
     if version.approved_by_id is not None:
@@ -185,7 +175,9 @@ def _change_status(*, agent: Agent, by: User, reason: str, new_status: str, allo
     if not reason or not reason.strip():
         raise ValidationError({"reason": "Say why: the reason is kept with the agent's history."})
     agent = Agent.objects.select_for_update().select_related("tenant").get(pk=agent.pk)
-    _require(by, agent.tenant_id, "agents.suspend_agent", f"You may not suspend or resume agents in {agent.tenant}.")
+    require_tenant_permission(
+        by, agent.tenant_id, "agents.suspend_agent", f"You may not suspend or resume agents in {agent.tenant}."
+    )
     if agent.status not in allowed_from:
         raise ValidationError(
             {"status": f"{agent.name} is {agent.get_status_display().lower()}; cannot become {new_status} from there."}
@@ -199,7 +191,7 @@ def _change_status(*, agent: Agent, by: User, reason: str, new_status: str, allo
         # Activation re-checks the whole agent (an owner who has left the tenant blocks it);
         # stopping an agent must never be held up by anything else being wrong with it.
         agent.full_clean()
-    _save_with_reason(agent, by=by, reason=f"{new_status}: {reason.strip()}")
+    save_with_history(agent, by=by, reason=f"{new_status}: {reason.strip()}")
     _record_change(
         by=by,
         tenant=agent.tenant,
@@ -231,7 +223,9 @@ def resume_agent(*, agent: Agent, by: User, reason: str) -> Agent:
 def retire_agent(*, agent: Agent, by: User, reason: str) -> Agent:
     """Take an agent out of service for good (it stays in the inventory for the record)."""
     agent_row = Agent.objects.get(pk=agent.pk)
-    _require(by, agent_row.tenant_id, "agents.change_agent", f"You may not retire agents in {agent_row.tenant}.")
+    require_tenant_permission(
+        by, agent_row.tenant_id, "agents.change_agent", f"You may not retire agents in {agent_row.tenant}."
+    )
     return _change_status(
         agent=agent,
         by=by,
@@ -250,7 +244,9 @@ def _kill_switch_permission(by: User, tenant: Tenant | None) -> None:
         if not by.is_superuser:
             raise PermissionDenied("Only a platform administrator may operate the global kill switch.")
     else:
-        _require(by, tenant.pk, "agents.change_killswitch", f"You may not operate the kill switch of {tenant}.")
+        require_tenant_permission(
+            by, tenant.pk, "agents.change_killswitch", f"You may not operate the kill switch of {tenant}."
+        )
 
 
 @transaction.atomic
@@ -267,7 +263,7 @@ def set_kill_switch(*, engaged: bool, by: User, reason: str, tenant: Tenant | No
     switch.reason = reason.strip()
     switch.changed_by = by
     switch.changed_at = timezone.now()
-    _save_with_reason(switch, by=by, reason=f"{'engaged' if engaged else 'released'}: {reason.strip()}")
+    save_with_history(switch, by=by, reason=f"{'engaged' if engaged else 'released'}: {reason.strip()}")
     _record_change(
         by=by,
         tenant=tenant,

@@ -17,7 +17,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from apps import audit
-from apps.accounts.governance import record_change
+from apps.accounts.governance import record_change, save_with_history
 from apps.accounts.models import Tenant, User
 from apps.accounts.permissions import has_tenant_permission
 from apps.agents.models import Agent
@@ -119,15 +119,11 @@ def activate_policy(*, policy: GuardrailPolicy, by: User, reason: str = "") -> G
     previous = GuardrailPolicy.objects.select_for_update().filter(scope=policy.scope, is_active=True).first()
     if previous is not None:
         previous.is_active = False
-        previous._history_user = by
-        previous._change_reason = f"replaced by v{policy.version}"
-        previous.save()
+        save_with_history(previous, by=by, reason=f"replaced by v{policy.version}")
     policy.is_active = True
     policy.activated_by = by
     policy.activated_at = timezone.now()
-    policy._history_user = by
-    policy._change_reason = (reason or f"v{policy.version} activated")[:100]
-    policy.save()
+    save_with_history(policy, by=by, reason=reason or f"v{policy.version} activated")
     old_label = f"{policy.scope} v{previous.version}" if previous else "shipped default"
     old_text = previous.document if previous else ""
     record_change(

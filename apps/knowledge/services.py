@@ -10,16 +10,15 @@ from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.accounts.governance import record_change
+from apps.accounts.governance import record_change, require_tenant_permission, save_with_history
 from apps.accounts.models import Tenant, User
-from apps.accounts.permissions import has_tenant_permission
 
 from .choices import SCOPE_DIMENSIONS, ConflictKind, Lifecycle, SourceAction, StalePolicy, Visibility
 from .models import ConflictHint, KnowledgeSource, Passage, SourceEvent
@@ -46,11 +45,6 @@ EDITABLE_SOURCE_FIELDS = (
 MAX_BODY_CHARS = 2_000_000
 
 
-def _require(user: User | None, tenant_id: int, permission: str, message: str) -> None:
-    if user is None or not has_tenant_permission(user, tenant_id, permission):
-        raise PermissionDenied(message)
-
-
 def _required_reason(reason: str, what: str) -> str:
     if not reason or not reason.strip():
         raise ValidationError({"reason": f"Say why the source is {what}: the reason is kept with its history."})
@@ -59,12 +53,6 @@ def _required_reason(reason: str, what: str) -> str:
 
 def _locked(source: KnowledgeSource) -> KnowledgeSource:
     return KnowledgeSource.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=source.pk)
-
-
-def _save(source: KnowledgeSource, *, by: User | None, reason: str) -> None:
-    source._history_user = by
-    source._change_reason = reason[:100] if reason else None
-    source.save()
 
 
 def _record(
@@ -150,11 +138,13 @@ def _snapshot(source: KnowledgeSource, fields) -> dict:
 @transaction.atomic
 def create_source(*, by: User, tenant: Tenant, reason: str = "", **fields: Any) -> KnowledgeSource:
     """A new source starts as a draft: no agent sees it until someone approves it."""
-    _require(by, tenant.pk, "knowledge.add_knowledgesource", f"You may not add knowledge sources in {tenant}.")
+    require_tenant_permission(
+        by, tenant.pk, "knowledge.add_knowledgesource", f"You may not add knowledge sources in {tenant}."
+    )
     _check_fields(fields)
     source = KnowledgeSource(tenant=tenant, created_by=by, **fields)
     source.full_clean()
-    _save(source, by=by, reason=reason or "Source created")
+    save_with_history(source, by=by, reason=reason or "Source created")
     _rebuild_passages(source)
     _record(source, by=by, action=SourceAction.CREATED, from_status="", reason=reason or "Source created")
     return source
@@ -165,7 +155,7 @@ def update_source(*, source: KnowledgeSource, by: User, reason: str = "", **chan
     """Edit a source. New text raises the version; changing what an agent may say or to whom
     (text, visibility, scope) takes an approved source back to draft for re-approval."""
     source = _locked(source)
-    _require(
+    require_tenant_permission(
         by, source.tenant_id, "knowledge.change_knowledgesource", f"You may not edit knowledge in {source.tenant}."
     )
     if source.status == Lifecycle.DELETED:
@@ -186,7 +176,7 @@ def update_source(*, source: KnowledgeSource, by: User, reason: str = "", **chan
         source.status = Lifecycle.DRAFT
         source.approved_by, source.approved_at = None, None
     why = reason or "Source edited"
-    _save(source, by=by, reason=why)
+    save_with_history(source, by=by, reason=why)
     if "body" in summary or "title" in summary:
         _rebuild_passages(source)
     action = SourceAction.RETURNED_TO_DRAFT if source.status != from_status else SourceAction.EDITED
@@ -207,7 +197,7 @@ def approve_source(*, source: KnowledgeSource, by: User, reason: str = "") -> Kn
     """Draft (or deprecated, to reinstate) -> approved. Approval counts as a review, so the
     review clock starts again. Returns the source; conflicts it reveals are flagged."""
     source = _locked(source)
-    _require(
+    require_tenant_permission(
         by,
         source.tenant_id,
         "knowledge.approve_knowledgesource",
@@ -223,7 +213,7 @@ def approve_source(*, source: KnowledgeSource, by: User, reason: str = "") -> Kn
     source.last_reviewed_on = timezone.localdate()
     source.stale_since = None
     why = reason or "Approved"
-    _save(source, by=by, reason=why)
+    save_with_history(source, by=by, reason=why)
     _record(source, by=by, action=SourceAction.APPROVED, from_status=from_status, reason=why)
     flag_conflicts(source)
     return source
@@ -233,7 +223,7 @@ def approve_source(*, source: KnowledgeSource, by: User, reason: str = "") -> Kn
 def mark_reviewed(*, source: KnowledgeSource, by: User, note: str = "") -> KnowledgeSource:
     """The owner confirms the source is still true: the review clock starts again."""
     source = _locked(source)
-    _require(
+    require_tenant_permission(
         by, source.tenant_id, "knowledge.change_knowledgesource", f"You may not review knowledge in {source.tenant}."
     )
     if source.status != Lifecycle.APPROVED:
@@ -243,7 +233,7 @@ def mark_reviewed(*, source: KnowledgeSource, by: User, note: str = "") -> Knowl
     source.last_reviewed_on = timezone.localdate()
     source.stale_since = None
     why = note or "Reviewed: still accurate"
-    _save(source, by=by, reason=why)
+    save_with_history(source, by=by, reason=why)
     _record(source, by=by, action=SourceAction.REVIEWED, from_status=source.status, reason=why)
     return source
 
@@ -252,7 +242,7 @@ def mark_reviewed(*, source: KnowledgeSource, by: User, note: str = "") -> Knowl
 def deprecate_source(*, source: KnowledgeSource, by: User, reason: str) -> KnowledgeSource:
     """Take a source out of retrieval, keeping its text for the record."""
     source = _locked(source)
-    _require(
+    require_tenant_permission(
         by, source.tenant_id, "knowledge.change_knowledgesource", f"You may not deprecate knowledge in {source.tenant}."
     )
     why = _required_reason(reason, "deprecated")
@@ -260,7 +250,7 @@ def deprecate_source(*, source: KnowledgeSource, by: User, reason: str) -> Knowl
         raise ValidationError(f"“{source.title}” is already {source.get_status_display().lower()}.")
     from_status = source.status
     source.status = Lifecycle.DEPRECATED
-    _save(source, by=by, reason=why)
+    save_with_history(source, by=by, reason=why)
     _record(source, by=by, action=SourceAction.DEPRECATED, from_status=from_status, reason=why)
     _resolve_conflicts_of(source, by=by, note=f"“{source.title}” was deprecated")
     return source
@@ -272,7 +262,7 @@ def purge_source(*, source: KnowledgeSource, by: User, reason: str) -> Knowledge
     hints and the text in its history rows go now, in one transaction. The row stays as a
     tombstone: id, title, owner, who deleted it, when and why."""
     source = _locked(source)
-    _require(
+    require_tenant_permission(
         by, source.tenant_id, "knowledge.purge_knowledgesource", f"You may not delete knowledge in {source.tenant}."
     )
     why = _required_reason(reason, "deleted")
@@ -285,7 +275,7 @@ def purge_source(*, source: KnowledgeSource, by: User, reason: str) -> Knowledge
     source.status = Lifecycle.DELETED
     source.body = ""
     source.deleted_by, source.deleted_at, source.deletion_reason = by, timezone.now(), why
-    _save(source, by=by, reason=why)
+    save_with_history(source, by=by, reason=why)
     # simple-history copied the text into every earlier history row: purge it there too.
     KnowledgeSource.history.filter(id=source.pk).update(body="")
     _record(source, by=by, action=SourceAction.DELETED, from_status=from_status, reason=why)
@@ -322,7 +312,7 @@ def sweep_freshness(*, today=None) -> dict:
                 )
                 for source in sources:
                     source.stale_since = timezone.now()
-                    _save(source, by=None, reason=f"Review overdue since {source.review_due_on}")
+                    save_with_history(source, by=None, reason=f"Review overdue since {source.review_due_on}")
                     _record(
                         source,
                         by=None,
@@ -469,7 +459,9 @@ def resolve_conflict(*, hint: ConflictHint, by: User, note: str) -> ConflictHint
     if not note:
         raise ValidationError({"resolution": "Say how the conflict was settled."})
     hint = ConflictHint.objects.select_for_update().select_related("tenant", "source", "other_source").get(pk=hint.pk)
-    _require(by, hint.tenant_id, "knowledge.change_knowledgesource", "You may not resolve conflicts in this tenant.")
+    require_tenant_permission(
+        by, hint.tenant_id, "knowledge.change_knowledgesource", "You may not resolve conflicts in this tenant."
+    )
     if hint.resolved_at is None:
         hint.resolved_at, hint.resolved_by, hint.resolution = timezone.now(), by, note[:300]
         hint.save()
