@@ -110,7 +110,6 @@ class KnowledgeSourceForm(forms.ModelForm):
         cleaned = super().clean()
         if cleaned.get("upload"):
             cleaned["body"] = cleaned["upload"]
-            self.instance.body = cleaned["upload"]
         return cleaned
 
 
@@ -288,7 +287,7 @@ class KnowledgeSourceAdmin(TenantScopedHistoryAdmin):
         if source.status != Lifecycle.APPROVED:
             return format_html('<span style="color:#6b7482">{}</span>', "—")
         today = timezone.localdate()
-        if source.review_due_on is None or source.review_due_on < today:
+        if source.is_overdue(today):
             effect = "excluded" if source.stale_policy == "exclude" else "used with warning"
             return format_html('<strong style="color:#b42318">Stale ({})</strong>', effect)
         days = (source.review_due_on - today).days

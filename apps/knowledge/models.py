@@ -168,11 +168,8 @@ class KnowledgeSource(models.Model):
         if errors:
             raise ValidationError(errors)
 
-    @property
-    def is_retrievable_status(self) -> bool:
-        return self.status == Lifecycle.APPROVED
-
     def is_overdue(self, today: datetime.date) -> bool:
+        """Approved and past its review date: stale (excluded from retrieval unless its policy is warn)."""
         return self.status == Lifecycle.APPROVED and (self.review_due_on is None or self.review_due_on < today)
 
 
