@@ -6,6 +6,7 @@ ALLOWED_HOSTS, DATABASE_URL (PostgreSQL) and REDIS_URL (broker, cache, rate limi
 Bad values fail loudly at start-up rather than silently falling back.
 """
 
+import base64
 from pathlib import Path
 
 import environ
@@ -73,6 +74,8 @@ INSTALLED_APPS = [
     "apps.tools",
     "apps.runtime",
     "apps.evals",
+    # Outside the stack: the demo's pretend business systems (docs/tools.md).
+    "apps.sandbox",
 ]
 
 MIDDLEWARE = [
@@ -331,9 +334,30 @@ KNOWLEDGE_SEARCH_BACKEND = env.str("KNOWLEDGE_SEARCH_BACKEND", default="auto")
 # A passage "matches well" when it holds at least this share of the question's search terms.
 KNOWLEDGE_MIN_COVERAGE = env.float("KNOWLEDGE_MIN_COVERAGE", default=0.5)
 
+# Tools (docs/tools.md). Fernet keys for connection secrets stored encrypted: the first
+# encrypts, all decrypt (rotate by putting a new key first). Keep them apart from SECRET_KEY.
+CONNECTION_SECRET_KEYS = env.list("CONNECTION_SECRET_KEYS", default=[])
+if not CONNECTION_SECRET_KEYS and not DEBUG:
+    raise ImproperlyConfigured("CONNECTION_SECRET_KEYS must be set when DEBUG is off (see docs/tools.md).")
+for _key in CONNECTION_SECRET_KEYS:
+    try:
+        _valid_key = len(base64.urlsafe_b64decode(_key.encode())) == 32
+    except ValueError:
+        _valid_key = False
+    if not _valid_key:
+        raise ImproperlyConfigured(
+            "Each of CONNECTION_SECRET_KEYS must be a Fernet key (32 bytes, URL-safe base64); make one with "
+            '`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`.'
+        )
+# The demo's sandbox systems (orders, CRM notes, refunds) under /sandbox/: on in development.
+SANDBOX_ENABLED = env_flag("SANDBOX_ENABLED", default=DEBUG)
+# How long an approval request may wait before it is due (approvals refine this per tool).
+APPROVAL_SLA_MINUTES = env.int("APPROVAL_SLA_MINUTES", default=60)
+
 CELERY_BEAT_SCHEDULE = {
     "audit-chain-pending": {"task": "audit.chain_pending", "schedule": 60.0},
     "audit-checkpoint": {"task": "audit.write_checkpoint", "schedule": AUDIT_CHECKPOINT_MINUTES * 60.0},
     "audit-verify": {"task": "audit.verify_chain", "schedule": 24 * 3600.0},
     "knowledge-freshness": {"task": "knowledge.sweep_freshness", "schedule": KNOWLEDGE_SWEEP_MINUTES * 60.0},
+    "tools-interrupted-calls": {"task": "tools.close_interrupted_calls", "schedule": 300.0},
 }

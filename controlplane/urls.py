@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -11,6 +12,7 @@ admin.site.index_title = "Govern your agents"
 
 api_v1 = [
     path("", include("apps.agents.api")),
+    path("", include("apps.tools.api")),
 ]
 
 urlpatterns = [
@@ -23,3 +25,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+if settings.SANDBOX_ENABLED:
+    urlpatterns.append(path("sandbox/", include("apps.sandbox.urls", namespace="sandbox")))

@@ -13,6 +13,7 @@ PRODUCTION_LIKE = {
     "SECRET_KEY": "a-long-random-production-secret-key-0123456789-abcdefghijklmnop",
     "ALLOWED_HOSTS": "controlplane.example.com",
     "AUDIT_SIGNING_KEY": "a-separate-audit-signing-key-0123456789",
+    "CONNECTION_SECRET_KEYS": "uAZ1Fe9nUf0nUS6PNbm5ZDpjAy7OeWRZq7VYwEfsQ5M=",
     "DATABASE_URL": "sqlite:////tmp/controlplane-check-deploy.sqlite3",
 }
 
@@ -21,7 +22,15 @@ def _manage(*arguments: str, environment: dict[str, str]) -> subprocess.Complete
     clean = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DEBUG", "SECRET_KEY", "AUDIT_SIGNING_KEY", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+        if key
+        not in {
+            "DEBUG",
+            "SECRET_KEY",
+            "AUDIT_SIGNING_KEY",
+            "CONNECTION_SECRET_KEYS",
+            "REDIS_URL",
+            "DJANGO_ALLOW_ASYNC_UNSAFE",
+        }
     }
     return subprocess.run(  # noqa: S603 — fixed argument list, no shell
         [sys.executable, "manage.py", *arguments],
@@ -50,6 +59,18 @@ def test_missing_audit_signing_key_with_debug_off_is_refused():
     result = _manage("check", environment={**PRODUCTION_LIKE, "AUDIT_SIGNING_KEY": ""})
     assert result.returncode != 0
     assert "AUDIT_SIGNING_KEY must be set" in result.stderr
+
+
+def test_missing_connection_secret_keys_with_debug_off_is_refused():
+    result = _manage("check", environment={**PRODUCTION_LIKE, "CONNECTION_SECRET_KEYS": ""})
+    assert result.returncode != 0
+    assert "CONNECTION_SECRET_KEYS must be set" in result.stderr
+
+
+def test_a_connection_secret_key_that_is_not_a_fernet_key_is_refused():
+    result = _manage("check", environment={**PRODUCTION_LIKE, "CONNECTION_SECRET_KEYS": "not-a-fernet-key"})
+    assert result.returncode != 0
+    assert "must be a Fernet key" in result.stderr
 
 
 def test_bad_boolean_fails_loudly():

@@ -24,8 +24,8 @@ def _sync_role_groups(sender, **kwargs) -> None:
     from django.apps import apps
 
     # Permissions are created app by app during post_migrate; act once, after the last
-    # app, when every model's permissions exist.
-    if sender is not list(apps.get_app_configs())[-1]:
+    # app, when every model's permissions exist (apps without models get no signal).
+    if sender is not [config for config in apps.get_app_configs() if config.models_module is not None][-1]:
         return
     from .services import sync_role_permission_groups
 

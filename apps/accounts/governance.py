@@ -40,3 +40,21 @@ def record_change(*, by, tenant, what: str, payload: dict, agent=None, event_typ
         reason=what,
         payload=payload,
     )
+
+
+def audit_value(instance, field: str):
+    """A field's value as the audit trail keeps it: related rows by id and name."""
+    related = instance._meta.get_field(field)
+    if related.is_relation:
+        target = getattr(instance, field)
+        return None if target is None else {"id": target.pk, "name": str(target)}
+    return getattr(instance, field)
+
+
+def snapshot(instance, fields) -> dict:
+    return {field: audit_value(instance, field) for field in fields}
+
+
+def diff(before: dict, after: dict) -> dict:
+    """{field: [old, new]} for the fields whose value changed."""
+    return {field: [before.get(field), value] for field, value in after.items() if before.get(field) != value}

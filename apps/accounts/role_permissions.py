@@ -73,6 +73,8 @@ ROLE_POLICIES: dict[str, dict] = {
             "agents.add_killswitch",
             "agents.change_killswitch",
             *_NO_DELETES,
+            # Taking a tool off an agent's allowlist is how an agent loses it.
+            "tools.delete_agenttool",
         ),
     },
     RoleKind.AGENT_OWNER: {
@@ -98,8 +100,9 @@ ROLE_POLICIES: dict[str, dict] = {
             *(f"{app}.*" for app in CONTROL_PLANE_APPS),
             *_PLATFORM_ONLY,
             *_NO_DELETES,
-            # Taking someone out of a role is how access is removed.
+            # Taking someone out of a role, or a tool off an agent, is how access is removed.
             "accounts.delete_membership",
+            "tools.delete_agenttool",
         ),
     },
 }

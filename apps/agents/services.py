@@ -11,7 +11,9 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps import audit
+from apps.accounts.governance import diff as _diff
 from apps.accounts.governance import record_change, require_tenant_permission, save_with_history
+from apps.accounts.governance import snapshot as _snapshot
 from apps.accounts.models import Tenant, User
 
 from .choices import AgentStatus
@@ -32,23 +34,6 @@ EDITABLE_AGENT_FIELDS = (
     "model_provider",
     "model_name",
 )
-
-
-def _audit_value(instance, field: str):
-    """A field's value as the audit trail keeps it: related rows by id and name."""
-    related = instance._meta.get_field(field)
-    if related.is_relation:
-        target = getattr(instance, field)
-        return None if target is None else {"id": target.pk, "name": str(target)}
-    return getattr(instance, field)
-
-
-def _snapshot(instance, fields) -> dict:
-    return {field: _audit_value(instance, field) for field in fields}
-
-
-def _diff(before: dict, after: dict) -> dict:
-    return {field: [before.get(field), value] for field, value in after.items() if before.get(field) != value}
 
 
 def _record_change(
@@ -281,19 +266,34 @@ def set_kill_switch(*, engaged: bool, by: User, reason: str, tenant: Tenant | No
 class RunPermission:
     allowed: bool
     reason: str = ""
+    # What the caller needs next about the agent (empty when it does not exist).
+    tenant_id: int | None = None
+    tenant_slug: str = ""
+    tenant_name: str = ""
+    rollout_mode: str = ""
 
 
 def may_start_turn(agent_id: int) -> RunPermission:
-    """Whether the agent may start a new turn right now.
+    """Whether the agent may start a new turn (or run a tool) right now.
 
     Read fresh from the database at every turn (no cache), so a suspension or kill switch
     takes effect for the very next turn on every worker. Two primary-key/unique lookups:
     a single query with subqueries measured slower (bench/inventory.py), the ORM spending
     more compiling it than the database answering.
     """
-    agent = Agent.objects.filter(pk=agent_id).values("status", "tenant_id", "name").first()
+    agent = (
+        Agent.objects.filter(pk=agent_id)
+        .values("status", "tenant_id", "tenant__slug", "tenant__name", "name", "rollout_mode")
+        .first()
+    )
     if agent is None:
         return RunPermission(False, "This agent does not exist.")
+    facts = {
+        "tenant_id": agent["tenant_id"],
+        "tenant_slug": agent["tenant__slug"],
+        "tenant_name": agent["tenant__name"],
+        "rollout_mode": agent["rollout_mode"],
+    }
     engaged = {
         row["scope"]: row["reason"]
         for row in KillSwitch.objects.filter(
@@ -301,9 +301,9 @@ def may_start_turn(agent_id: int) -> RunPermission:
         ).values("scope", "reason")
     }
     if KillSwitch.GLOBAL_SCOPE in engaged:
-        return RunPermission(False, f"The global kill switch is engaged: {engaged[KillSwitch.GLOBAL_SCOPE]}")
+        return RunPermission(False, f"The global kill switch is engaged: {engaged[KillSwitch.GLOBAL_SCOPE]}", **facts)
     if engaged:
-        return RunPermission(False, f"This tenant's kill switch is engaged: {next(iter(engaged.values()))}")
+        return RunPermission(False, f"This tenant's kill switch is engaged: {next(iter(engaged.values()))}", **facts)
     if agent["status"] != AgentStatus.ACTIVE:
-        return RunPermission(False, f"{agent['name']} is {agent['status']}.")
-    return RunPermission(True)
+        return RunPermission(False, f"{agent['name']} is {agent['status']}.", **facts)
+    return RunPermission(True, **facts)
