@@ -31,6 +31,15 @@ def _as_drf_error(error: Exception) -> Exception:
     return ValidationError({"detail": error.messages})
 
 
+def _filtered(queryset, params, **lookups: str):
+    """``queryset`` narrowed by the query parameters present: ``lookups`` maps each
+    parameter to the field lookup it filters on."""
+    for param, lookup in lookups.items():
+        if value := params.get(param):
+            queryset = queryset.filter(**{lookup: value})
+    return queryset
+
+
 def _truthy(value: str) -> bool:
     return value.lower() in ("1", "true", "yes")
 
@@ -211,12 +220,10 @@ class ToolViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ToolSerializer
 
     def get_queryset(self):
-        queryset = selectors.tools_visible_to(self.request.user)
         params = self.request.query_params
-        if tenant := params.get("tenant"):
-            queryset = queryset.filter(tenant__slug=tenant)
-        if risk_tier := params.get("risk_tier"):
-            queryset = queryset.filter(risk_tier=risk_tier)
+        queryset = _filtered(
+            selectors.tools_visible_to(self.request.user), params, tenant="tenant__slug", risk_tier="risk_tier"
+        )
         if (active := params.get("active")) is not None:
             queryset = queryset.filter(is_active=_truthy(active))
         return queryset
@@ -231,12 +238,12 @@ class ConnectionViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ConnectionSerializer
 
     def get_queryset(self):
-        queryset = selectors.connections_visible_to(self.request.user)
-        if tenant := self.request.query_params.get("tenant"):
-            queryset = queryset.filter(tenant__slug=tenant)
-        if status := self.request.query_params.get("status"):
-            queryset = queryset.filter(status=status)
-        return queryset
+        return _filtered(
+            selectors.connections_visible_to(self.request.user),
+            self.request.query_params,
+            tenant="tenant__slug",
+            status="status",
+        )
 
 
 @extend_schema_view(
@@ -257,16 +264,15 @@ class GrantViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = GrantSerializer
 
     def get_queryset(self):
-        queryset = selectors.grants_visible_to(self.request.user)
         params = self.request.query_params
-        if tenant := params.get("tenant"):
-            queryset = queryset.filter(tenant__slug=tenant)
-        if role := params.get("role"):
-            queryset = queryset.filter(role__name=role)
-        if tool := params.get("tool"):
-            queryset = queryset.filter(tool__name=tool)
-        if effect := params.get("effect"):
-            queryset = queryset.filter(effect=effect)
+        queryset = _filtered(
+            selectors.grants_visible_to(self.request.user),
+            params,
+            tenant="tenant__slug",
+            role="role__name",
+            tool="tool__name",
+            effect="effect",
+        )
         if (revoked := params.get("revoked")) is not None:
             queryset = queryset.filter(revoked_at__isnull=not _truthy(revoked))
         return queryset
@@ -304,19 +310,15 @@ class ToolCallViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ToolCallSerializer
 
     def get_queryset(self):
-        queryset = selectors.tool_calls_visible_to(self.request.user)
-        params = self.request.query_params
-        if tenant := params.get("tenant"):
-            queryset = queryset.filter(tenant__slug=tenant)
-        if agent := params.get("agent"):
-            queryset = queryset.filter(agent__slug=agent)
-        if tool := params.get("tool"):
-            queryset = queryset.filter(tool_name=tool)
-        if outcome := params.get("outcome"):
-            queryset = queryset.filter(outcome=outcome)
-        if reason_code := params.get("reason_code"):
-            queryset = queryset.filter(reason_code=reason_code)
-        return queryset
+        return _filtered(
+            selectors.tool_calls_visible_to(self.request.user),
+            self.request.query_params,
+            tenant="tenant__slug",
+            agent="agent__slug",
+            tool="tool_name",
+            outcome="outcome",
+            reason_code="reason_code",
+        )
 
 
 router = SimpleRouter()  # the API root is apps.agents.api's
