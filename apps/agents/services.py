@@ -283,6 +283,7 @@ def may_start_turn(agent_id: int) -> RunPermission:
     """
     agent = (
         Agent.objects.filter(pk=agent_id)
+        .order_by()  # one row by primary key: the default ordering would only add a sort
         .values("status", "tenant_id", "tenant__slug", "tenant__name", "name", "rollout_mode")
         .first()
     )

@@ -255,6 +255,7 @@ def _grant_decision(context: TurnContext, tool: Tool, arguments: dict, roles, *,
     grants = list(
         Grant.objects.active()
         .filter(tool_id=tool.pk, role_id__in=role_ids)
+        .order_by()
         .values(
             "pk",
             "effect",
@@ -362,9 +363,9 @@ def _rate_limited(decision: Decision, tool: Tool, context: TurnContext) -> str:
 
 def _roles(context: TurnContext) -> list[tuple[int, str, str]]:
     return list(
-        Membership.objects.filter(
-            user_id=context.user_id, user__is_active=True, role__tenant_id=context.tenant_id
-        ).values_list("role_id", "role__kind", "role__name")
+        Membership.objects.filter(user_id=context.user_id, user__is_active=True, role__tenant_id=context.tenant_id)
+        .order_by()
+        .values_list("role_id", "role__kind", "role__name")
     )
 
 
@@ -376,7 +377,8 @@ def _load_tool(context: TurnContext, tool_name: str, tool_id: int | None = None)
         .annotate(on_allowlist=Exists(AgentTool.objects.filter(agent_id=context.agent_id, tool_id=OuterRef("pk"))))
         .filter(tenant_id=context.tenant_id, name=tool_name)
     )
-    return (found.filter(pk=tool_id) if tool_id is not None else found).first()
+    # order_by(): no default ordering, so no joins and no sort (this runs on every call).
+    return next(iter((found.filter(pk=tool_id) if tool_id is not None else found).order_by()[:1]), None)
 
 
 def authorize(
