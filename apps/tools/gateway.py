@@ -648,7 +648,7 @@ def invoke(context: TurnContext, tool_name: str, arguments, *, idempotency_key: 
     as_object = arguments if isinstance(arguments, dict) else {"value": arguments}
     digest = action_digest(tool_name, as_object, context.tenant_id, context.subject)
     key = idempotency_key or default_idempotency_key(context, tool_name, as_object)
-    if not key.startswith("call:"):  # a key that may have been seen: a repeat is answered, not decided again
+    if idempotency_key or context.turn_id:  # a key that may have been seen: a repeat is answered, not decided again
         earlier = ToolCall.objects.filter(tenant_id=context.tenant_id, idempotency_key=key).first()
         if earlier is not None:
             return _replay(context, earlier, key, digest, tool_name)
