@@ -10,6 +10,3 @@ class ApprovalStatus(models.TextChoices):
     EXECUTED = "executed", "Executed"
     FAILED = "failed", "Approved, execution failed"
     VOIDED = "voided", "Voided (the action changed or may no longer run)"
-
-
-OPEN_STATUSES = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)

@@ -59,6 +59,3 @@ class Outcome(models.TextChoices):
     EXECUTING = "executing", "Executing"
     EXECUTED = "executed", "Executed"
     FAILED = "failed", "Failed"
-
-
-FINAL_OUTCOMES = (Outcome.DENIED, Outcome.PROPOSED, Outcome.SUGGESTED, Outcome.EXECUTED, Outcome.FAILED)

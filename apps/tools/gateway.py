@@ -152,7 +152,8 @@ def _deny(code: str, reason: str, **fields) -> Decision:
 
 
 @lru_cache(maxsize=512)
-def _validator(tool_id: int, version: str, schema_json: str) -> Draft202012Validator:
+def _validator(schema_json: str) -> Draft202012Validator:
+    """One compiled validator per schema, keyed by its canonical text."""
     return Draft202012Validator(json.loads(schema_json))
 
 
@@ -176,9 +177,8 @@ def schema_errors(tool: Tool, arguments: dict) -> list[str]:
     if builtin_schema is not None:
         schemas.append(builtin_schema)
     errors = []
-    for index, schema in enumerate(schemas):
-        validator = _validator(tool.pk, f"{tool.updated_at.isoformat()}:{index}", canonical_json(schema))
-        errors.extend(_describe(error) for error in validator.iter_errors(arguments))
+    for schema in schemas:
+        errors.extend(_describe(error) for error in _validator(canonical_json(schema)).iter_errors(arguments))
     return sorted(set(errors))
 
 
