@@ -17,14 +17,21 @@ from apps.guardrails import services as guardrails
 from apps.tools import connectors
 from apps.tools import services as tools
 from apps.tools.choices import Effect, Outcome, RiskTier
-from apps.tools.gateway import TurnContext, action_digest, approval_binding, execute_approved, invoke
+from apps.tools.gateway import (
+    TurnContext,
+    action_digest,
+    approval_binding,
+    execute_approved,
+    invoke,
+    tools_offered,
+)
 from apps.tools.models import AgentTool, Grant, ToolCall
 from tests.accounts.factories import member
 from tests.agents.factories import AgentFactory
 
 from ..audit.helpers import chained
 from .conftest import counting_tool
-from .factories import allow, connection, context_for, grant, http_tool
+from .factories import allow, builtin_tool, connection, context_for, grant, http_tool
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
 
@@ -1183,3 +1190,37 @@ def test_an_approved_call_that_fails_is_not_run_again(tenant, agent, context, br
     request.refresh_from_db()
     assert request.status == "failed"
     assert ToolCall.objects.get(pk=waiting.call_id).outcome == Outcome.FAILED
+
+
+# --- What the model is offered ---------------------------------------------------------------
+
+
+def _offerable(tenant, agent, name, kind="support_agent", effect=Effect.ALLOW):
+    made = builtin_tool(tenant, name=name)
+    grant(made, kind, effect)
+    allow(agent, made)
+    return made
+
+
+def test_tools_offered_are_allowlisted_granted_active_and_reachable(tenant, agent, people):
+    security = people["security"]
+    allowed = _offerable(tenant, agent, "crm.read")
+    approval = _offerable(tenant, agent, "crm.note_add", effect=Effect.REQUIRE_APPROVAL)
+    _offerable(tenant, agent, "customer.delete", effect=Effect.DENY)
+    _offerable(tenant, agent, "ticket.close", kind="support_lead")  # another role's grant
+    off_list = _offerable(tenant, agent, "order.cancel")
+    AgentTool.objects.filter(tool=off_list).delete()
+    disabled = _offerable(tenant, agent, "order.hold")
+    tools.save_tool(by=security, tool=disabled, is_active=False)
+    revoked = connection(tenant, security, name="revoked-crm")
+    behind_revoked = http_tool(
+        tenant, revoked, name="crm.export", risk_tier=RiskTier.LOW, writes=False, reversible=True
+    )
+    grant(behind_revoked, "support_agent")
+    allow(agent, behind_revoked)
+    tools.revoke_connection(connection=revoked, by=security, reason="rotated")
+
+    offered = tools_offered(context_for(agent, people["support_agent"]))
+
+    assert [tool.name for tool in offered] == [approval.name, allowed.name]
+    assert tools_offered(context_for(agent, people["knowledge_owner"])) == []
