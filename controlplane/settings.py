@@ -122,6 +122,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # transactions that read then write would otherwise deadlock ("database is locked").
     DATABASES["default"].setdefault("OPTIONS", {})["transaction_mode"] = "IMMEDIATE"
 
+# PostgreSQL: the hot paths (the audit chain's append, the tool gateway's read and writes)
+# run as prepared statements on the driver (apps/audit/driver.py). Turn off behind a
+# connection pooler in transaction mode that cannot carry prepared statements.
+PREPARED_STATEMENTS = env_flag("PREPARED_STATEMENTS", default=True)
+
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:

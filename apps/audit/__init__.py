@@ -2,7 +2,7 @@
 
 from .events import EventType
 
-__all__ = ["EventType", "record"]
+__all__ = ["EventType", "change_and_record", "record"]
 
 
 def record(event_type: str, **fields) -> None:
@@ -10,3 +10,11 @@ def record(event_type: str, **fields) -> None:
     from .services import record as _record
 
     _record(event_type, **fields)
+
+
+def change_and_record(statement: str, params, event_type: str, **fields) -> bool:
+    """Run one row's INSERT/UPDATE and record its event atomically; see
+    apps.audit.services.change_and_record."""
+    from .services import change_and_record as _change_and_record
+
+    return _change_and_record(statement, params, event_type, **fields)

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import psycopg
 from django.db import connection, connections, transaction
 
+from . import driver
 from .canonical import GENESIS_HASH, chain_hash
 from .models import GENERATED_COLUMNS, AuditEvent, PendingEvent
 
@@ -139,10 +140,8 @@ def insert_and_chain(body: str, recorded_at) -> None:
     taken (the holder may have looked before this commit). A failure keeps the event, as
     pending, for the sweep.
     """
-    connection.ensure_connection()
-    # Straight on the driver, as prepared statements: this runs for every event, and the
-    # planning and wrapping a Django cursor adds were a measurable share of it (bench/audit.py).
-    cursor = psycopg.Cursor(connection.connection)
+    # Straight on the driver, as prepared statements: this runs for every event.
+    cursor = driver.cursor()
     try:
         taken = cursor.execute(_APPEND, [body, recorded_at, CHAIN_BATCH], prepare=True).fetchone()[0]
     except psycopg.Error:
@@ -150,15 +149,41 @@ def insert_and_chain(body: str, recorded_at) -> None:
         with connection.cursor() as fallback:
             fallback.execute(INSERT_PENDING, [body, recorded_at])
         return
-    # From here on the event is committed (chained or pending): a failure only delays it.
+    try:
+        _after_append(cursor, taken)
+    finally:
+        cursor.close()
+
+
+def change_and_chain(statement: str, params, body: str, recorded_at) -> bool:
+    """``statement`` — an INSERT or UPDATE of at most one row, ending in RETURNING — and the
+    append of ``body``, as one statement: one round trip, one transaction, so the change and
+    its event commit together or not at all. The event is appended only if the statement
+    changed a row; returns whether it did. On PostgreSQL outside a transaction only (the
+    caller checks); then the same look again as ``insert_and_chain``."""
+    cursor = driver.cursor()
+    try:
+        with connection.wrap_database_errors:
+            rows = cursor.execute(
+                f"WITH action AS ({statement}) {_APPEND} FROM action",
+                [*params, body, recorded_at, CHAIN_BATCH],
+                prepare=True,
+            ).fetchall()
+        if rows:
+            _after_append(cursor, rows[0][0])
+        return bool(rows)
+    finally:
+        cursor.close()
+
+
+def _after_append(cursor, taken: int) -> None:
+    """The event is committed (chained or pending): a failure from here on only delays it."""
     try:
         if taken == -1 and cursor.execute(_APPEND, [None, None, CHAIN_BATCH], prepare=True).fetchone()[0] == -1:
             return  # the holder looks again after its commit, and sees this event
         _look_again(cursor)
     except psycopg.Error:
         logger.exception("Chaining audit events failed; they stay pending for the sweep.")
-    finally:
-        cursor.close()
 
 
 _APPEND = "SELECT audit_append(%s::text, %s::timestamptz, %s::integer)"

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 
 from . import exports
 from .canonical import canonical_json
-from .chain import INSERT_PENDING, chain_head, chain_pending_quietly, insert_and_chain
+from .chain import INSERT_PENDING, chain_head, chain_pending_quietly, change_and_chain, insert_and_chain
 from .checkpoints import write_checkpoint
 from .events import EventType
 from .redaction import redact
@@ -177,11 +177,38 @@ def record(event_type: str, **fields) -> None:
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         insert_and_chain(body, datetime.now(UTC))
         return
+    _queue(body)
+
+
+def _queue(body: str) -> None:
+    """Queue an event in the caller's transaction, to be chained after it commits."""
     with connection.cursor() as cursor:
         cursor.execute(INSERT_PENDING, [body, datetime.now(UTC)])
     # One chaining pass after commit covers every event of the transaction.
     if not any(callback[1] is chain_pending_quietly for callback in connection.run_on_commit):
         transaction.on_commit(chain_pending_quietly, robust=True)
+
+
+def change_and_record(statement: str, params, event_type: str, **fields) -> bool:
+    """Run ``statement`` — one INSERT or UPDATE of at most one row, ending in RETURNING
+    (raw SQL, ``%s`` placeholders, parameters prepared for the database) — and record the
+    event that describes it, atomically: the event is kept if and only if the statement
+    changed a row. Returns whether it did.
+
+    For hot paths that write a row and its event on every call (the tool gateway): on
+    PostgreSQL outside a transaction both go in one statement, one round trip and one
+    commit; elsewhere in one transaction (inside a caller's, the event is queued in it, as
+    ``record`` does). Bad event fields raise ValueError before anything is written."""
+    body = build_body(event_type, **fields)
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return change_and_chain(statement, params, body, datetime.now(UTC))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            changed = bool(cursor.fetchall())
+        if changed:
+            _queue(body)
+    return changed
 
 
 # --- Exports ----------------------------------------------------------------------------
