@@ -10,7 +10,6 @@ import difflib
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Max, Q
@@ -22,7 +21,7 @@ from apps.accounts.models import Tenant, User
 from apps.accounts.permissions import has_tenant_permission
 from apps.agents.models import Agent
 
-from . import detectors
+from . import counters, detectors
 from .models import GuardrailPolicy, KillVerdict, Lockout, scope_key
 from .policy import ACTIONS, CompiledPolicy, PolicyError, compile_layers, validate
 
@@ -144,13 +143,26 @@ def activate_policy(*, policy: GuardrailPolicy, by: User, reason: str = "") -> G
 def effective_policy(tenant_id: int | None, agent_id: int | None = None) -> CompiledPolicy:
     """The policy in force for a tenant (and agent): the shipped default under the active
     global, tenant and agent versions. One query; compiled policies are cached by content."""
+    scopes = policy_scopes(tenant_id, agent_id)
+    active = dict(GuardrailPolicy.objects.filter(scope__in=scopes, is_active=True).values_list("scope", "document"))
+    return compile_layers(tuple((scope, active[scope]) for scope in scopes if scope in active))
+
+
+def policy_scopes(tenant_id: int | None, agent_id: int | None = None) -> list[str]:
+    """The scopes whose active versions make a tenant's (and agent's) policy, in order."""
     scopes = ["global"]
     if tenant_id is not None:
         scopes.append(scope_key(tenant_id, None))
     if agent_id is not None:
         scopes.append(scope_key(tenant_id, agent_id))
-    active = dict(GuardrailPolicy.objects.filter(scope__in=scopes, is_active=True).values_list("scope", "document"))
-    return compile_layers(tuple((scope, active[scope]) for scope in scopes if scope in active))
+    return scopes
+
+
+def effective_policy_of(active_documents) -> CompiledPolicy:
+    """``effective_policy`` for callers that read the active versions' documents along with
+    what else they need (the tool gateway, in its one read): ``(scope, document)`` pairs in
+    the order of ``policy_scopes``, the document None where a scope has no active version."""
+    return compile_layers(tuple((scope, document) for scope, document in active_documents if document is not None))
 
 
 # --- Checks -----------------------------------------------------------------------------------------
@@ -176,8 +188,7 @@ def _rate_limited(context: GuardContext, policy: CompiledPolicy, now) -> bool:
     if not limit or context.user_id is None:
         return False
     key = f"guardrails:rate:{context.tenant_id}:{context.user_id}:{now:%Y%m%d%H%M}"
-    cache.add(key, 0, timeout=120)
-    return cache.incr(key) > limit
+    return counters.increment([(key, 120)])[0] > limit
 
 
 def check_input(text: str, context: GuardContext) -> Verdict:
@@ -329,15 +340,25 @@ def check_tool_scope(tool_names, allowed_tools, context: GuardContext) -> list[s
 def check_tool_rate(context: GuardContext, tool_name: str) -> bool:
     """Whether the acting user may call ``tool_name`` once more today (and count the call).
     The tool gateway asks before executing."""
-    if context.user_id is None:
+    window = tool_day_window(context, tool_name, effective_policy(context.tenant_id, context.agent_id))
+    if window is None:
         return True
-    limits = effective_policy(context.tenant_id, context.agent_id).rate_limits["per_tool_per_user_per_day"]
+    key, ttl, limit = window
+    return counters.increment([(key, ttl)])[0] <= limit
+
+
+def tool_day_window(context: GuardContext, tool_name: str, policy: CompiledPolicy) -> tuple[str, int, int] | None:
+    """(counter key, its time to live, limit) of the acting user's calls of ``tool_name``
+    today under ``policy``; None when nothing limits them. The tool gateway counts this
+    window together with its own limits (``counters.increment``)."""
+    if context.user_id is None:
+        return None
+    limits = policy.rate_limits["per_tool_per_user_per_day"]
     limit = limits.get(tool_name, limits["default"])
     if not limit:
-        return True
+        return None
     key = f"guardrails:tool:{context.tenant_id}:{context.user_id}:{tool_name}:{timezone.now():%Y%m%d}"
-    cache.add(key, 0, timeout=26 * 3600)
-    return cache.incr(key) <= limit
+    return key, 26 * 3600, limit
 
 
 # --- Lockouts ------------------------------------------------------------------------------------
