@@ -288,6 +288,26 @@ def may_start_turn(agent_id: int) -> RunPermission:
         .first()
     )
     if agent is None:
+        return run_permission(None)
+    engaged = dict(
+        KillSwitch.objects.filter(
+            scope__in=[KillSwitch.GLOBAL_SCOPE, KillSwitch.scope_for(agent["tenant_id"])], engaged=True
+        ).values_list("scope", "reason")
+    )
+    return run_permission(
+        agent,
+        global_kill=engaged.get(KillSwitch.GLOBAL_SCOPE),
+        tenant_kill=next((reason for scope, reason in engaged.items() if scope != KillSwitch.GLOBAL_SCOPE), None),
+    )
+
+
+def run_permission(
+    agent: dict | None, *, global_kill: str | None = None, tenant_kill: str | None = None
+) -> RunPermission:
+    """The rule of ``may_start_turn``, for callers that read the agent (status, tenant_id,
+    tenant__slug, tenant__name, name, rollout_mode) and the engaged kill switches' reasons
+    (None: not engaged) along with what else they need: the tool gateway, in one read."""
+    if agent is None:
         return RunPermission(False, "This agent does not exist.")
     facts = {
         "tenant_id": agent["tenant_id"],
@@ -295,16 +315,10 @@ def may_start_turn(agent_id: int) -> RunPermission:
         "tenant_name": agent["tenant__name"],
         "rollout_mode": agent["rollout_mode"],
     }
-    engaged = {
-        row["scope"]: row["reason"]
-        for row in KillSwitch.objects.filter(
-            scope__in=[KillSwitch.GLOBAL_SCOPE, KillSwitch.scope_for(agent["tenant_id"])], engaged=True
-        ).values("scope", "reason")
-    }
-    if KillSwitch.GLOBAL_SCOPE in engaged:
-        return RunPermission(False, f"The global kill switch is engaged: {engaged[KillSwitch.GLOBAL_SCOPE]}", **facts)
-    if engaged:
-        return RunPermission(False, f"This tenant's kill switch is engaged: {next(iter(engaged.values()))}", **facts)
+    if global_kill is not None:
+        return RunPermission(False, f"The global kill switch is engaged: {global_kill}", **facts)
+    if tenant_kill is not None:
+        return RunPermission(False, f"This tenant's kill switch is engaged: {tenant_kill}", **facts)
     if agent["status"] != AgentStatus.ACTIVE:
         return RunPermission(False, f"{agent['name']} is {agent['status']}.", **facts)
     return RunPermission(True, **facts)
