@@ -26,7 +26,6 @@ deciding again: what changed since (a revoked grant, a suspended agent, a move t
 voids the approval instead.
 """
 
-import contextlib
 import hashlib
 import json
 import time
@@ -36,7 +35,6 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
-from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
@@ -44,17 +42,16 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 
 from apps import audit
-from apps.accounts.models import Membership
 from apps.agents.choices import RolloutMode
-from apps.agents.services import may_start_turn
 from apps.approvals import services as approvals
 from apps.audit.canonical import canonical_json
 from apps.audit.redaction import redact
-from apps.guardrails.services import GuardContext, check_tool_rate
+from apps.guardrails import counters
+from apps.guardrails.services import GuardContext, effective_policy_of, tool_day_window
 
-from . import connectors
+from . import connectors, facts
 from .choices import EFFECT_ORDER, TIERS_NEEDING_APPROVAL, ConnectionStatus, Effect, Outcome
-from .models import AgentTool, Grant, Tool, ToolCall
+from .models import Grant, Tool, ToolCall
 
 GRANT_USE_PRECISION = timedelta(minutes=5)  # how stale Grant.last_used_at may get before a write
 
@@ -136,7 +133,7 @@ class Decision:
     rule: str = ""  # for approvals: the rule that required one
     grant_ids: list[int] = field(default_factory=list)
     stale_grant_ids: list[int] = field(default_factory=list)  # last_used_at due for a refresh
-    reserved: list[str] = field(default_factory=list)  # daily-limit counters taken for this call
+    reserved: list[str] = field(default_factory=list)  # limit counters this call counted in
     roles: tuple[str, ...] = ()
 
     @property
@@ -215,19 +212,12 @@ def _amount(tool: Tool, arguments: dict) -> Decimal | None:
         return None
 
 
+DAY_WINDOW_TTL = 26 * 3600  # a day's counter outlives its day, whatever the time zone
+MINUTE_WINDOW_TTL = 120
+
+
 def _day_key(grant_id: int, user_id: int) -> str:
     return f"tools:grant-day:{grant_id}:{user_id}:{timezone.now():%Y%m%d}"
-
-
-def _count(key: str, timeout: int) -> int:
-    cache.add(key, 0, timeout=timeout)
-    return cache.incr(key)
-
-
-def _release(keys) -> None:
-    for key in keys:
-        with contextlib.suppress(ValueError):  # expired meanwhile
-            cache.decr(key)
 
 
 def _strictest(effects) -> str:
@@ -249,61 +239,43 @@ def _condition_failure(grant: dict, tool: Tool, context: TurnContext, amount: De
     return ""
 
 
-def _grant_decision(context: TurnContext, tool: Tool, arguments: dict, roles, *, count_limits: bool) -> Decision:
-    role_ids = [role_id for role_id, _kind, _name in roles]
-    role_kinds = tuple(sorted({kind for _id, kind, _name in roles}))
-    grants = list(
-        Grant.objects.active()
-        .filter(tool_id=tool.pk, role_id__in=role_ids)
-        .order_by()
-        .values(
-            "pk",
-            "effect",
-            "max_amount",
-            "requires_verified_subject",
-            "allowed_channels",
-            "daily_limit_per_user",
-            "last_used_at",
-            "role__name",
-        )
-    )
-    if not grants:
-        names = ", ".join(sorted({name for _id, _kind, name in roles}))
+def _grant_decision(context: TurnContext, tool: Tool, arguments: dict, found: facts.Facts) -> Decision:
+    """The strictest effect among the grants whose conditions hold, before daily limits
+    (``_count_limits`` applies those, with the rate limits, in one round trip)."""
+    role_kinds = tuple(sorted({kind for _id, kind, _name in found.roles}))
+    if not found.grants:
+        names = ", ".join(sorted({name for _id, _kind, name in found.roles}))
         return _deny("not_granted", f"None of your roles ({names}) is granted {tool.name}.", roles=role_kinds)
     amount = _amount(tool, arguments)
-    holding, failures, reserved = [], [], []
-    for grant in grants:
+    holding, failures = [], []
+    for grant in found.grants:
         failure = _condition_failure(grant, tool, context, amount)
-        if not failure and grant["daily_limit_per_user"] and count_limits and grant["effect"] != Effect.DENY:
-            key = _day_key(grant["pk"], context.user_id)
-            if _count(key, 26 * 3600) > grant["daily_limit_per_user"]:
-                _release([key])
-                failure = f"{grant['role__name']} may use {tool.name} {grant['daily_limit_per_user']} times a day"
-            else:
-                reserved.append(key)
         if failure:
             failures.append(failure)
         else:
             holding.append(grant)
-    if not holding:
-        return _deny("condition_failed", "; ".join(failures) + ".", roles=role_kinds)
+    decision = _deny("condition_failed", "; ".join(failures) + ".", roles=role_kinds)
+    decision.failures, decision.holding = failures, holding
+    return decision if not holding else _effect_of(decision, tool, holding)
+
+
+def _effect_of(decision: Decision, tool: Tool, holding: list[dict]) -> Decision:
+    """``decision`` for the strictest effect among the ``holding`` grants."""
     effect = _strictest(grant["effect"] for grant in holding)
     applied = [grant for grant in holding if grant["effect"] == effect]
     fresh_after = timezone.now() - GRANT_USE_PRECISION
-    decision = Decision(
-        Outcome.EXECUTING,
-        "granted",
-        "Granted to " + ", ".join(sorted(grant["role__name"] for grant in applied)) + ".",
-        effect=effect,
-        grant_ids=sorted(grant["pk"] for grant in applied),
-        stale_grant_ids=[g["pk"] for g in applied if g["last_used_at"] is None or g["last_used_at"] < fresh_after],
-        reserved=reserved,
-        roles=role_kinds,
-    )
+    decision.outcome, decision.reason_code, decision.effect = Outcome.EXECUTING, "granted", effect
+    decision.reason = "Granted to " + ", ".join(sorted(grant["role__name"] for grant in applied)) + "."
+    decision.grant_ids = sorted(grant["pk"] for grant in applied)
+    decision.stale_grant_ids = [
+        grant["pk"] for grant in applied if grant["last_used_at"] is None or grant["last_used_at"] < fresh_after
+    ]
+    decision.holding = holding
     if effect == Effect.DENY:
-        _release(reserved)
-        return _deny("denied_by_grant", f"{tool.name} is denied to {applied[0]['role__name']}.", roles=role_kinds)
-    if effect == Effect.REQUIRE_APPROVAL:
+        decision.outcome, decision.reason_code, decision.effect = Outcome.DENIED, "denied_by_grant", ""
+        decision.reason = f"{tool.name} is denied to {applied[0]['role__name']}."
+        decision.grant_ids = decision.stale_grant_ids = []
+    elif effect == Effect.REQUIRE_APPROVAL:
         decision.outcome, decision.rule = Outcome.NEEDS_APPROVAL, "grant"
         decision.reason = f"The grant to {applied[0]['role__name']} requires a human's approval."
     return decision
@@ -338,54 +310,75 @@ def _apply_mode(decision: Decision, tool: Tool, mode: str, context: TurnContext)
         decision.reason = f"Unknown rollout mode {mode!r}."
 
 
-def _rate_limited(decision: Decision, tool: Tool, context: TurnContext) -> str:
-    """Why the call exceeds a rate limit ('' when it does not). Counts the call; a call one
-    limit refuses gives back what the others counted (the guardrail's day counter, which it
-    cannot give back, is asked last)."""
+def _limit_windows(tool: Tool, context: TurnContext, policy) -> list[tuple[str, int, int, str]]:
+    """The rate-limit windows this call counts in: (key, ttl, limit, what it limits)."""
     minute = f"{timezone.now():%Y%m%d%H%M}"
-    limits = (
-        (tool.per_user_per_minute, f"tools:rate:{tool.pk}:u{context.user_id}:{minute}", "a minute per person"),
-        (tool.per_minute, f"tools:rate:{tool.pk}:{minute}", "a minute across all agents"),
+    windows = []
+    if tool.per_user_per_minute:
+        key, limit = f"tools:rate:{tool.pk}:u{context.user_id}:{minute}", tool.per_user_per_minute
+        windows.append((key, MINUTE_WINDOW_TTL, limit, f"{tool.name} is limited to {limit} calls a minute per person."))
+    if tool.per_minute:
+        key, limit = f"tools:rate:{tool.pk}:{minute}", tool.per_minute
+        why = f"{tool.name} is limited to {limit} calls a minute across all agents."
+        windows.append((key, MINUTE_WINDOW_TTL, limit, why))
+    guarded = tool_day_window(context.guard_context(), tool.name, policy)
+    if guarded is not None:
+        windows.append((*guarded, f"The daily limit for {tool.name} per person (guardrail policy) is reached."))
+    return windows
+
+
+def _may_proceed(tool: Tool, mode: str, context: TurnContext) -> bool:
+    """Whether the rollout mode lets a granted call execute or go to a human at all."""
+    if context.evaluation:
+        return False
+    return mode in (RolloutMode.APPROVAL, RolloutMode.AUTONOMOUS) or (mode == RolloutMode.ASSIST and tool.reversible)
+
+
+def _count_limits(decision: Decision, tool: Tool, context: TurnContext, found: facts.Facts, mode: str) -> Decision:
+    """Count the call in the daily windows of its holding grants and, when it may proceed,
+    in the rate-limit windows, all in one round trip; a grant over its daily limit stops
+    holding (another may still hold). A call that is then refused, or does not proceed,
+    gives back every count it took."""
+    daily = [
+        (grant, _day_key(grant["pk"], context.user_id))
+        for grant in decision.holding
+        if grant["daily_limit_per_user"] and grant["effect"] != Effect.DENY
+    ]
+    windows = []
+    if _may_proceed(tool, mode, context):
+        windows = _limit_windows(tool, context, effective_policy_of(found.policy_documents))
+    if not daily and not windows:
+        return decision
+    counted = [key for _grant, key in daily] + [key for key, *_ in windows]
+    values = counters.increment(
+        [(key, DAY_WINDOW_TTL) for _grant, key in daily] + [(key, ttl) for key, ttl, *_ in windows]
     )
-    counted = []
-    for limit, key, per in limits:
-        if not limit:
-            continue
-        counted.append(key)
-        if _count(key, 120) > limit:
-            _release(counted)
-            return f"{tool.name} is limited to {limit} calls {per}."
-    if not check_tool_rate(context.guard_context(), tool.name):
-        _release(counted)
-        return f"The daily limit for {tool.name} per person (guardrail policy) is reached."
-    return ""
+    over = [grant for (grant, _key), value in zip(daily, values, strict=False) if value > grant["daily_limit_per_user"]]
+    if over:
+        failures = list(decision.failures) + [
+            f"{grant['role__name']} may use {tool.name} {grant['daily_limit_per_user']} times a day" for grant in over
+        ]
+        holding = [grant for grant in decision.holding if grant not in over]
+        if not holding:
+            counters.decrement(counted)
+            return _deny("condition_failed", "; ".join(failures) + ".", roles=decision.roles)
+        decision = _effect_of(decision, tool, holding)
+        decision.failures = failures
+    # Only the grants that decide use up a call of their day: the others give theirs back.
+    unused = [key for grant, key in daily if grant["pk"] not in decision.grant_ids]
+    if unused:
+        counters.decrement(unused)
+    decision.reserved = [key for key in counted if key not in unused]
+    window_values = zip(windows, values[len(daily) :], strict=True)
+    decision.exceeded = next((why for (_key, _ttl, limit, why), value in window_values if value > limit), "")
+    return decision
 
 
-def _roles(context: TurnContext) -> list[tuple[int, str, str]]:
-    return list(
-        Membership.objects.filter(user_id=context.user_id, user__is_active=True, role__tenant_id=context.tenant_id)
-        .order_by()
-        .values_list("role_id", "role__kind", "role__name")
-    )
-
-
-def _load_tool(context: TurnContext, tool_name: str, tool_id: int | None = None) -> Tool | None:
-    """The tool of that name in the turn's tenant (or, for an approved call, that very
-    tool), with its connection and whether it is on the agent's allowlist."""
-    found = (
-        Tool.objects.select_related("connection")
-        .annotate(on_allowlist=Exists(AgentTool.objects.filter(agent_id=context.agent_id, tool_id=OuterRef("pk"))))
-        .filter(tenant_id=context.tenant_id, name=tool_name)
-    )
-    # order_by(): no default ordering, so no joins and no sort (this runs on every call).
-    return next(iter((found.filter(pk=tool_id) if tool_id is not None else found).order_by()[:1]), None)
-
-
-def authorize(
-    context: TurnContext, tool: Tool | None, tool_name: str, arguments, run, *, approved: bool = False
-) -> Decision:
-    """Steps 1-8 of the module docstring. ``approved``: a human approved the call, so
-    "needs approval" now means "executes", and the limits were counted when it was asked."""
+def authorize(context: TurnContext, found: facts.Facts, tool_name: str, arguments, *, approved=False) -> Decision:
+    """Steps 1-8 of the module docstring, on what ``facts.read`` found. ``approved``: a
+    human approved the call, so "needs approval" now means "executes", and the limits were
+    counted when it was asked."""
+    run, tool = found.run, found.tool
     if not run.allowed:
         return _deny("agent_not_running", run.reason)
     if run.tenant_id != context.tenant_id:
@@ -405,12 +398,15 @@ def authorize(
         return _deny("cross_tenant", "An argument names another tenant; calls stay inside the turn's tenant.")
     if not tool.on_allowlist:
         return _deny("not_on_allowlist", f"{tool.name} is not on this agent's tool allowlist.")
-    roles = _roles(context)
-    if not roles:
+    if not found.roles:
         return _deny("no_role", "The acting user holds no role in this tenant.")
-    decision = _grant_decision(context, tool, arguments, roles, count_limits=not approved)
+    decision = _grant_decision(context, tool, arguments, found)
     if decision.outcome == Outcome.DENIED:
         return decision
+    if not approved:
+        decision = _count_limits(decision, tool, context, found, run.rollout_mode)
+        if decision.outcome == Outcome.DENIED:
+            return decision
     _apply_tier(decision, tool)
     _apply_mode(decision, tool, run.rollout_mode, context)
     if approved:
@@ -418,12 +414,12 @@ def authorize(
             decision.outcome = Outcome.EXECUTING
         return decision
     if not decision.proceeds:
-        _release(decision.reserved)
+        counters.decrement(decision.reserved)
+        decision.reserved = []
         return decision
-    limited = _rate_limited(decision, tool, context)
-    if limited:
-        _release(decision.reserved)
-        return _deny("rate_limited", limited, effect=decision.effect, roles=decision.roles)
+    if decision.exceeded:
+        counters.decrement(decision.reserved)
+        return _deny("rate_limited", decision.exceeded, effect=decision.effect, roles=decision.roles)
     return decision
 
 
@@ -452,24 +448,69 @@ def default_idempotency_key(context: TurnContext, tool_name: str, arguments) -> 
     return f"turn:{context.turn_id}:" + action_digest(tool_name, arguments, context.tenant_id, context.subject)
 
 
-def _audit(event_type: str, context: TurnContext, call: ToolCall, roles, **fields) -> None:
-    audit.record(
-        event_type,
-        tenant=context.tenant_id,
-        actor=context.user_id,
-        actor_roles=roles,
-        agent=context.agent_id,
-        conversation_id=context.conversation_id or None,
-        turn_id=context.turn_id or None,
-        tool=call.tool_name,
-        arguments=call.arguments,
+def _event(context: TurnContext, call: ToolCall, roles, **fields) -> dict:
+    """The audit fields of an event about ``call``."""
+    return {
+        "tenant": context.tenant_id,
+        "actor": context.user_id,
+        "actor_roles": roles,
+        "agent": context.agent_id,
+        "conversation_id": context.conversation_id or None,
+        "turn_id": context.turn_id or None,
+        "tool": call.tool_name,
+        "arguments": call.arguments,
         **fields,
+    }
+
+
+def _audit(event_type: str, context: TurnContext, call: ToolCall, roles, **fields) -> None:
+    audit.record(event_type, **_event(context, call, roles, **fields))
+
+
+@lru_cache(maxsize=4)
+def _insert_statement(vendor: str) -> str:
+    """INSERT of a ToolCall that does nothing when its idempotency key is taken."""
+    quote = connection.ops.quote_name
+    fields = ToolCall._meta.concrete_fields
+    columns = ", ".join(quote(f.column) for f in fields)
+    return (
+        f"INSERT INTO {quote(ToolCall._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "  # noqa: S608 — our names
+        f"ON CONFLICT DO NOTHING RETURNING {quote(ToolCall._meta.pk.column)}"
     )
 
 
-def _requested_event(context: TurnContext, call: ToolCall, decision: Decision, tool: Tool | None) -> None:
-    _audit(
+RESULT_FIELDS = ("outcome", "result", "error", "latency_ms", "finished_at", "pending_arguments")
+
+
+@lru_cache(maxsize=4)
+def _result_statement(vendor: str) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"{quote(ToolCall._meta.get_field(name).column)} = %s" for name in RESULT_FIELDS)
+    pk = quote(ToolCall._meta.pk.column)
+    return f"UPDATE {quote(ToolCall._meta.db_table)} SET {columns} WHERE {pk} = %s RETURNING {pk}"  # noqa: S608
+
+
+def _prepared(call: ToolCall, fields) -> list:
+    return [f.get_db_prep_save(f.pre_save(call, True), connection) for f in fields]
+
+
+def _record_request(context: TurnContext, call: ToolCall, decision: Decision, tool: Tool | None) -> bool:
+    """Insert the call and its ``tool.requested`` event together (one statement on
+    PostgreSQL): no execution without its record, no record of a call never stored.
+    False when the idempotency key is taken (a repeat)."""
+    stored = audit.change_and_record(
+        _insert_statement(connection.vendor),
+        _prepared(call, ToolCall._meta.concrete_fields),
         audit.EventType.TOOL_REQUESTED,
+        **_requested_event(context, call, decision, tool),
+    )
+    if stored:  # the instance now stands for a stored row: a later save() updates it
+        call._state.adding, call._state.db = False, connection.alias
+    return stored
+
+
+def _requested_event(context: TurnContext, call: ToolCall, decision: Decision, tool: Tool | None) -> dict:
+    return _event(
         context,
         call,
         decision.roles,
@@ -513,19 +554,6 @@ def _new_call(context, tool, tool_name, arguments, redacted, digest, key, decisi
         grant_ids=decision.grant_ids,
         finished_at=None if decision.proceeds else timezone.now(),
     )
-
-
-def _claim(call: ToolCall) -> bool:
-    """Insert the call; False when its idempotency key is taken (a repeat)."""
-    try:
-        if connection.in_atomic_block:
-            with transaction.atomic():
-                call.save(force_insert=True)
-        else:
-            call.save(force_insert=True)
-    except IntegrityError:
-        return False
-    return True
 
 
 def _replay(context: TurnContext, earlier: ToolCall | None, key: str, digest: str, tool_name: str) -> ToolResult:
@@ -611,15 +639,19 @@ def _execute(call: ToolCall, tool: Tool, context: TurnContext, arguments: dict, 
     call.latency_ms = latency
     call.finished_at = timezone.now()
     call.pending_arguments = None
-    call.save(update_fields=["outcome", "result", "error", "latency_ms", "finished_at", "pending_arguments"])
-    _audit(
+    fields = [ToolCall._meta.get_field(name) for name in RESULT_FIELDS]
+    audit.change_and_record(
+        _result_statement(connection.vendor),
+        [*_prepared(call, fields), ToolCall._meta.pk.get_db_prep_value(call.pk, connection)],
         audit.EventType.TOOL_EXECUTED if error is None else audit.EventType.TOOL_FAILED,
-        context,
-        call,
-        roles,
-        outcome=call.outcome,
-        latency_ms=latency,
-        payload={"call_id": str(call.pk), "error": error} if error else {"call_id": str(call.pk)},
+        **_event(
+            context,
+            call,
+            roles,
+            outcome=call.outcome,
+            latency_ms=latency,
+            payload={"call_id": str(call.pk), "error": error} if error else {"call_id": str(call.pk)},
+        ),
     )
     if error is not None:
         return ToolResult(call.pk, tool.name, Outcome.FAILED, "tool_failed", error, latency_ms=latency)
@@ -652,18 +684,16 @@ def invoke(context: TurnContext, tool_name: str, arguments, *, idempotency_key: 
         earlier = ToolCall.objects.filter(tenant_id=context.tenant_id, idempotency_key=key).first()
         if earlier is not None:
             return _replay(context, earlier, key, digest, tool_name)
-    run = may_start_turn(context.agent_id)
-    tool = _load_tool(context, tool_name) if run.tenant_id == context.tenant_id else None
-    decision = authorize(context, tool, tool_name, arguments, run)
-    arguments = as_object
-    call = _new_call(context, tool, tool_name, arguments, redact(arguments)[0], digest, key, decision, run)
+    found = facts.read(context.tenant_id, context.agent_id, context.user_id, tool_name)
+    decision = authorize(context, found, tool_name, arguments)
+    tool, arguments = found.tool, as_object
+    call = _new_call(context, tool, tool_name, arguments, redact(arguments)[0], digest, key, decision, found.run)
     if decision.outcome == Outcome.NEEDS_APPROVAL:
         call.pending_arguments = arguments
         with transaction.atomic():
-            if not _claim(call):
-                _release(decision.reserved)
+            if not _record_request(context, call, decision, tool):
+                counters.decrement(decision.reserved)
                 return _replay(context, _earlier(context, key), key, digest, tool_name)
-            _requested_event(context, call, decision, tool)
             call.approval_request_id = _open_approval(call, tool, context, decision, arguments)
             call.save(update_fields=["approval_request_id"])
         _note_grant_use(decision)
@@ -675,17 +705,14 @@ def invoke(context: TurnContext, tool_name: str, arguments, *, idempotency_key: 
             decision.reason,
             approval_request_id=call.approval_request_id,
         )
-    if not _claim(call):  # a repeat racing the first call
-        _release(decision.reserved)
-        return _replay(context, _earlier(context, key), key, digest, tool_name)
     try:
-        _requested_event(context, call, decision, tool)
+        recorded = _record_request(context, call, decision, tool)
     except Exception:
-        # No execution without its record: the call is closed as failed, not run.
-        ToolCall.objects.filter(pk=call.pk).update(
-            outcome=Outcome.FAILED, error="The audit trail could not record the request.", finished_at=timezone.now()
-        )
+        counters.decrement(decision.reserved)  # nothing was written: the call did not happen
         raise
+    if not recorded:  # a repeat racing the first call
+        counters.decrement(decision.reserved)
+        return _replay(context, _earlier(context, key), key, digest, tool_name)
     if decision.outcome in (Outcome.PROPOSED, Outcome.SUGGESTED):
         proposal = {"proposed_action": {"tool": tool_name, "arguments": arguments}}
         return ToolResult(call.pk, tool_name, decision.outcome, decision.reason_code, decision.reason, data=proposal)
@@ -746,9 +773,9 @@ def execute_approved(approval_request_id: int) -> ToolResult:
         if refusal.voided:
             _close_unexecuted(call, context, (), "approval_void", refusal.message, approval_request_id)
         return ToolResult(call.pk, call.tool_name, Outcome.FAILED, "not_executable", refusal.message)
-    run = may_start_turn(call.agent_id)
-    tool = _load_tool(context, call.tool_name, call.tool_id) if run.tenant_id == context.tenant_id else None
-    decision = authorize(context, tool, call.tool_name, arguments, run, approved=True)
+    found = facts.read(context.tenant_id, context.agent_id, context.user_id, call.tool_name, call.tool_id)
+    tool = found.tool
+    decision = authorize(context, found, call.tool_name, arguments, approved=True)
     if decision.outcome != Outcome.EXECUTING:
         approvals.finish_execution(approval_request_id, outcome="voided", note=decision.reason)
         _close_unexecuted(call, context, decision.roles, decision.reason_code, decision.reason, approval_request_id)

@@ -719,6 +719,49 @@ def test_a_rate_limited_call_leaves_the_daily_limit_alone(tool, context, executi
 
 
 @pytest.mark.usefixtures("frozen_now")
+def test_a_rate_limited_call_gives_back_its_guardrail_day_count(tenant, people, tool, allowed, context, executions):
+    policy = guardrails.save_policy(
+        document="rate_limits:\n  per_tool_per_user_per_day:\n    orders.touch: 2\n",
+        by=people["security"],
+        tenant=tenant,
+    )
+    guardrails.activate_policy(policy=policy, by=people["security"])
+    tool.per_user_per_minute = 1
+    tool.save()
+
+    assert invoke(context, "orders.touch", {}).executed
+    assert invoke(context, "orders.touch", {}).reason_code == "rate_limited"  # the minute's limit
+    tool.per_user_per_minute = 0
+    tool.save()
+
+    assert invoke(context, "orders.touch", {}).executed  # the second of the day's two
+    refused = invoke(context, "orders.touch", {})
+    assert (refused.reason_code, "guardrail policy" in refused.message) == ("rate_limited", True)
+    assert len(executions) == 2
+
+
+def test_a_grant_over_its_daily_limit_stops_holding_and_the_others_decide(tenant, agent, tool, executions):
+    both = member(tenant, "support_agent", username="agent.and.lead")
+    member(tenant, "support_lead", username="agent.and.lead")
+    allow(agent, tool)
+    grant(tool, "support_agent", Effect.ALLOW, daily_limit_per_user=1)
+    grant(tool, "support_lead", Effect.REQUIRE_APPROVAL, max_amount=Decimal("500"))
+    context = context_for(agent, both, channel="web_chat")
+
+    # Both hold: the stricter (approval) wins, and the allow grant's count is given back...
+    first = invoke(context, "orders.touch", {"amount": 20})
+    # ...so once the approval grant's condition fails, the allow grant still has its one call.
+    second = invoke(context, "orders.touch", {"amount": 900})
+    third = invoke(context, "orders.touch", {"amount": 900})
+
+    assert (first.outcome, first.reason_code) == (Outcome.NEEDS_APPROVAL, "grant")
+    assert second.executed, second.message
+    assert third.reason_code == "condition_failed"
+    assert "1 times a day" in third.message and "up to 500" in third.message
+    assert len(executions) == 1
+
+
+@pytest.mark.usefixtures("frozen_now")
 def test_a_replay_does_not_use_up_the_rate_limit(tool, allowed, context, executions):
     tool.per_user_per_minute = 2
     tool.save()
