@@ -18,9 +18,9 @@ one call (``--verbose``: their text), and checks afterwards that every call was 
 executed and that the audit chain verifies. Target: p95 overhead < 5 ms.
 
 ``--profile N`` then runs N calls in this process alone: time per section of ``invoke``
-(inclusive, per call), per SQL statement, and the top functions by cProfile. ``--prepared``
-is an experiment: the same run with server-side parameter binding and prepared statements
-(DATABASES OPTIONS ``server_side_binding``/``prepare_threshold``, which settings.py leaves off).
+(inclusive, per call), per SQL statement, and the top functions by cProfile.
+``--unprepared`` runs with PREPARED_STATEMENTS off (as behind a connection pooler that
+cannot carry prepared statements), for comparison.
 
 Runs on its own throwaway database, bench_gateway (created and dropped here; ``--keep``
 leaves it), on the server DATABASE_URL names (default postgres://postgres@127.0.0.1:5432/),
@@ -28,7 +28,7 @@ and Redis database 9 at redis://127.0.0.1:6379/ (flushed at the start;
 GATEWAY_BENCH_REDIS_URL names another). The machine's load average is printed: the workers
 share the CPUs with PostgreSQL and Redis.
 
-python bench/gateway.py [--calls 10000] [--workers 4] [--verbose] [--keep] [--profile 2000] [--prepared]
+python bench/gateway.py [--calls 10000] [--workers 4] [--verbose] [--keep] [--profile 2000] [--unprepared]
 """
 
 import argparse
@@ -73,6 +73,7 @@ django.setup()
 
 import psycopg  # noqa: E402
 import redis  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.cache import cache  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
@@ -277,6 +278,13 @@ def report(measured: dict, workers: int) -> None:
             f" {backend_ms:.2f} ms; Redis and the chain's other backends not included)"
             f" vs mean wall {statistics.mean(gateway_ms):.2f} ms"
         )
+        throughput = len(gateway_ms) / measured["elapsed"]
+        busy = throughput * (cpu_ms + backend_ms) / 1000 / (os.cpu_count() or 1)
+        print(
+            f"  the CPUs: {workers} worker(s) and their PostgreSQL backends on {os.cpu_count()} CPUs, which these"
+            f" calls alone kept {busy:.0%} busy; a call's wall time beyond its {cpu_ms + backend_ms:.1f} ms of CPU"
+            " is waiting: for a CPU, for the commit's flush to disk, for Redis"
+        )
     else:
         print(f"  CPU per call (worker process only): {cpu_ms:.2f} ms")
     print(
@@ -295,7 +303,9 @@ def count_round_trips(context: TurnContext, verbose: bool) -> None:
     invoke(context, TOOL_NAME, {})
     statements: list[str] = []
     commands: list[str] = []
+    round_trips = [0]
     execute, execute_command = psycopg.Cursor.execute, redis.Redis.execute_command
+    pipeline_execute = redis.client.Pipeline.execute
 
     def counted_execute(self, query, params=None, **kwargs):
         statements.append(query if isinstance(query, str) else repr(query))
@@ -303,20 +313,28 @@ def count_round_trips(context: TurnContext, verbose: bool) -> None:
 
     def counted_command(self, *args, **options):
         commands.append(" ".join(str(arg) for arg in args[:2]))
+        round_trips[0] += 1
         return execute_command(self, *args, **options)
 
+    def counted_pipeline(self, *args, **kwargs):
+        commands.extend(" ".join(str(arg) for arg in command[:2]) + " (pipelined)" for command, _ in self.command_stack)
+        round_trips[0] += 1
+        return pipeline_execute(self, *args, **kwargs)
+
     psycopg.Cursor.execute, redis.Redis.execute_command = counted_execute, counted_command
+    redis.client.Pipeline.execute = counted_pipeline
     try:
         with CaptureQueriesContext(connection) as captured:
             result = invoke(context, TOOL_NAME, {})
     finally:
         psycopg.Cursor.execute, redis.Redis.execute_command = execute, execute_command
+        redis.client.Pipeline.execute = pipeline_execute
     assert result.outcome == Outcome.EXECUTED, result
     raw = len(statements) - len(captured.captured_queries)
     print(
         f"  queries per invoke: {len(statements)} SQL statements ({len(captured.captured_queries)} through Django,"
-        f" as CaptureQueriesContext counts them, + {raw} on the audit chain's raw psycopg cursor),"
-        f" {len(commands)} Redis commands"
+        f" as CaptureQueriesContext counts them, + {raw} on the driver's own cursor),"
+        f" {len(commands)} Redis commands in {round_trips[0]} round trip(s)"
     )
     print("    (the first call after a grant's last_used_at is 5 minutes old adds one UPDATE)")
     if verbose:
@@ -363,6 +381,8 @@ def statement(query) -> str:
     text = " ".join(str(query).split())
     if text.startswith("SELECT audit_append"):
         return "SELECT audit_append(...)"
+    if text.startswith("WITH action AS ("):
+        return statement(text[len("WITH action AS (") :]) + " + audit_append"
     outer = text
     while re.search(r"\([^()]*\)", outer):  # subqueries out: the main FROM names the table
         outer = re.sub(r"\([^()]*\)", "", outer)
@@ -406,64 +426,53 @@ class Sections:
 
 
 # The top-level sections: their sum, taken from invoke, leaves what is not wrapped.
-TOP_LEVEL = ("may_start_turn", "_load_tool", "authorize", "_claim (INSERT toolcall)", "_requested_event")
+TOP_LEVEL = ("facts.read (one SELECT)", "authorize", "_record_request (INSERT + tool.requested)")
 TOP_LEVEL += ("_note_grant_use", "_execute")
 
 
 def _sections() -> tuple[Sections, list[tuple[int, str]]]:
     from apps.audit import services as audit_services
+    from apps.guardrails import counters
     from apps.guardrails import services as guardrail_services
+    from apps.tools import facts
 
     sections = Sections()
     layout = [  # (depth, label): the order and nesting they are printed in
-        (0, "may_start_turn"),
-        (0, "_load_tool"),
+        (0, "facts.read (one SELECT)"),
         (0, "authorize"),
         (1, "schema_errors"),
-        (1, "_roles"),
         (1, "_grant_decision"),
-        (1, "_rate_limited"),
-        (2, "check_tool_rate"),
-        (3, "effective_policy"),
+        (1, "_count_limits"),
+        (2, "effective_policy_of"),
+        (2, "counters.increment (one round trip)"),
         (0, "redact (arguments; result in _execute)"),
-        (0, "_claim (INSERT toolcall)"),
-        (0, "_requested_event"),
+        (0, "_record_request (INSERT + tool.requested)"),
         (0, "_note_grant_use"),
         (0, "_execute"),
         (1, "connectors.run"),
-        (0, "ToolCall.save (insert + update)"),
-        (0, "audit.record (2 events)"),
+        (0, "audit.change_and_record (2 events)"),
         (1, "build_body"),
-        (1, "insert_and_chain"),
+        (1, "change_and_chain"),
         (0, "psycopg execute (all SQL)"),
-        (0, "redis commands"),
+        (0, "redis round trips"),
     ]
-    for name in (
-        "may_start_turn",
-        "_load_tool",
-        "authorize",
-        "schema_errors",
-        "_roles",
-        "_grant_decision",
-        "_rate_limited",
-        "check_tool_rate",
-        "_requested_event",
-        "_note_grant_use",
-        "_execute",
-    ):
+    for name in ("authorize", "schema_errors", "_grant_decision", "_count_limits", "_note_grant_use", "_execute"):
         sections.wrap(gateway_module, name, name)
+    sections.wrap(facts, "read", "facts.read (one SELECT)")
     sections.wrap(gateway_module, "redact", "redact (arguments; result in _execute)")
-    sections.wrap(gateway_module, "_claim", "_claim (INSERT toolcall)")
+    sections.wrap(gateway_module, "_record_request", "_record_request (INSERT + tool.requested)")
+    sections.wrap(gateway_module, "effective_policy_of", "effective_policy_of")
+    sections.wrap(counters, "increment", "counters.increment (one round trip)")
     sections.wrap(guardrail_services, "effective_policy", "effective_policy")
     sections.wrap(connectors, "run", "connectors.run")
-    sections.wrap(ToolCall, "save", "ToolCall.save (insert + update)")
-    sections.wrap(audit, "record", "audit.record (2 events)")
+    sections.wrap(audit_services, "change_and_record", "audit.change_and_record (2 events)")
     sections.wrap(audit_services, "build_body", "build_body")
-    sections.wrap(audit_services, "insert_and_chain", "insert_and_chain")
+    sections.wrap(audit_services, "change_and_chain", "change_and_chain")
     sections.wrap(
         psycopg.Cursor, "execute", "psycopg execute (all SQL)", lambda _cursor, query, *rest: statement(query)
     )
-    sections.wrap(redis.Redis, "execute_command", "redis commands")
+    sections.wrap(redis.Redis, "execute_command", "redis round trips")
+    sections.wrap(redis.client.Pipeline, "execute", "redis round trips")
     return sections, layout
 
 
@@ -513,7 +522,7 @@ def profile(ids: dict, calls: int) -> int:
         )
     top = sum(sections.seconds.get(label, 0.0) for depth, label in layout if depth == 0 and label in TOP_LEVEL)
     print(f"    {'rest of invoke (redact, digest, key, new_call)':<36} {(total - top) / calls * 1e6:8.0f} µs")
-    waiting = sections.seconds["psycopg execute (all SQL)"] + sections.seconds["redis commands"]
+    waiting = sections.seconds["psycopg execute (all SQL)"] + sections.seconds["redis round trips"]
     print(
         f"    {'=> outside the driver calls':<36} {(total - waiting) / calls * 1e6:8.0f} µs  "
         f"{(total - waiting) / total * 100:5.1f}%  (ORM, audit body, hashing, Python)"
@@ -552,17 +561,17 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the database in place afterwards")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N calls in one process")
     parser.add_argument(
-        "--prepared",
+        "--unprepared",
         action="store_true",
-        help="experiment: server-side binding and prepared statements (OPTIONS server_side_binding, prepare_threshold)",
+        help="compare: PREPARED_STATEMENTS off (the gateway's and the chain's statements are planned every time)",
     )
     options = parser.parse_args()
     if options.workers < 1 or options.calls < options.workers:
         parser.error("need at least one worker and one call per worker")
 
     setup_test_environment()
-    if options.prepared:  # what a deployment could set in DATABASES["default"]["OPTIONS"]
-        connection.settings_dict.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=2)
+    if options.unprepared:  # what a deployment behind a pooler in transaction mode sets
+        settings.PREPARED_STATEMENTS = False
     cache.clear()  # FLUSHDB of the benchmark's own Redis database
     # Its own database: never the dev database or the test suite's.
     connection.settings_dict["TEST"]["NAME"] = DATABASE_NAME
@@ -576,7 +585,7 @@ def main() -> None:
         print(
             f"database: {version} ({database_name}), Redis {redis_version} ({os.environ['REDIS_URL']}),"
             f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
-            + ("; server-side binding, prepared statements" if options.prepared else "")
+            + ("; PREPARED_STATEMENTS off" if options.unprepared else "")
         )
         ids = build_fixture()
         print(
