@@ -687,13 +687,18 @@ def test_per_minute_across_everyone(tenant, agent, tool, allowed, executions):
     assert len(executions) == 2
 
 
-def test_the_guardrail_policys_daily_limit_per_tool(tenant, people, tool, allowed, context, executions):
+def limit_per_day_by_policy(tenant, security, calls: int) -> None:
+    """A tenant guardrail policy allowing one person ``calls`` calls of orders.touch a day."""
     policy = guardrails.save_policy(
-        document="rate_limits:\n  per_tool_per_user_per_day:\n    default: 200\n    orders.touch: 2\n",
-        by=people["security"],
+        document=f"rate_limits:\n  per_tool_per_user_per_day:\n    default: 200\n    orders.touch: {calls}\n",
+        by=security,
         tenant=tenant,
     )
-    guardrails.activate_policy(policy=policy, by=people["security"])
+    guardrails.activate_policy(policy=policy, by=security)
+
+
+def test_the_guardrail_policys_daily_limit_per_tool(tenant, people, tool, allowed, context, executions):
+    limit_per_day_by_policy(tenant, people["security"], 2)
 
     results = [invoke(context, "orders.touch", {}) for _ in range(3)]
 
@@ -720,12 +725,7 @@ def test_a_rate_limited_call_leaves_the_daily_limit_alone(tool, context, executi
 
 @pytest.mark.usefixtures("frozen_now")
 def test_a_rate_limited_call_gives_back_its_guardrail_day_count(tenant, people, tool, allowed, context, executions):
-    policy = guardrails.save_policy(
-        document="rate_limits:\n  per_tool_per_user_per_day:\n    orders.touch: 2\n",
-        by=people["security"],
-        tenant=tenant,
-    )
-    guardrails.activate_policy(policy=policy, by=people["security"])
+    limit_per_day_by_policy(tenant, people["security"], 2)
     tool.per_user_per_minute = 1
     tool.save()
 
