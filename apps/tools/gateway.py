@@ -264,7 +264,7 @@ def _effect_of(decision: Decision, tool: Tool, holding: list[dict]) -> Decision:
     effect = _strictest(grant["effect"] for grant in holding)
     applied = [grant for grant in holding if grant["effect"] == effect]
     fresh_after = timezone.now() - GRANT_USE_PRECISION
-    decision.outcome, decision.reason_code, decision.effect = Outcome.EXECUTING, "granted", effect
+    decision.outcome, decision.reason_code, decision.effect, decision.rule = Outcome.EXECUTING, "granted", effect, ""
     decision.reason = "Granted to " + ", ".join(sorted(grant["role__name"] for grant in applied)) + "."
     decision.grant_ids = sorted(grant["pk"] for grant in applied)
     decision.stale_grant_ids = [

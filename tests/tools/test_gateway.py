@@ -777,6 +777,30 @@ def test_a_replay_does_not_use_up_the_rate_limit(tool, allowed, context, executi
 # --- Idempotency -----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("frozen_now")
+def test_no_execution_and_no_call_without_the_requests_record(tool, allowed, context, executions, monkeypatch):
+    """The call's row and its tool.requested event are written together: if the event
+    cannot be written, neither is the row, nothing runs, and the limits are not used up."""
+    from apps.audit import services as audit_services
+
+    tool.per_user_per_minute = 1
+    tool.save()
+    build_body = audit_services.build_body
+
+    def refusing(event_type, **fields):
+        if event_type == "tool.requested":
+            raise ValueError("the audit trail refuses this event")
+        return build_body(event_type, **fields)
+
+    monkeypatch.setattr(audit_services, "build_body", refusing)
+    with pytest.raises(ValueError, match="refuses"):
+        invoke(context, "orders.touch", {})
+    monkeypatch.setattr(audit_services, "build_body", build_body)
+
+    assert executions == [] and not ToolCall.objects.exists()
+    assert invoke(context, "orders.touch", {}).executed  # the minute's one call is still there
+
+
 def test_the_same_key_twice_runs_once_and_replays(allowed, context, executions):
     first = invoke(context, "orders.touch", {"note": "x"}, idempotency_key="model-call-1")
     second = invoke(context, "orders.touch", {"note": "x"}, idempotency_key="model-call-1")
