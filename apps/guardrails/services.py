@@ -145,7 +145,7 @@ def effective_policy(tenant_id: int | None, agent_id: int | None = None) -> Comp
     global, tenant and agent versions. One query; compiled policies are cached by content."""
     scopes = policy_scopes(tenant_id, agent_id)
     active = dict(GuardrailPolicy.objects.filter(scope__in=scopes, is_active=True).values_list("scope", "document"))
-    return compile_layers(tuple((scope, active[scope]) for scope in scopes if scope in active))
+    return effective_policy_of((scope, active.get(scope)) for scope in scopes)
 
 
 def policy_scopes(tenant_id: int | None, agent_id: int | None = None) -> list[str]:
@@ -335,16 +335,6 @@ def check_tool_scope(tool_names, allowed_tools, context: GuardContext) -> list[s
             guardrail_verdict={"action": "refuse", "rules": ["output.tool_scope"], "tools": outside},
         )
     return outside
-
-
-def check_tool_rate(context: GuardContext, tool_name: str) -> bool:
-    """Whether the acting user may call ``tool_name`` once more today (and count the call).
-    The tool gateway asks before executing."""
-    window = tool_day_window(context, tool_name, effective_policy(context.tenant_id, context.agent_id))
-    if window is None:
-        return True
-    key, ttl, limit = window
-    return counters.increment([(key, ttl)])[0] <= limit
 
 
 def tool_day_window(context: GuardContext, tool_name: str, policy: CompiledPolicy) -> tuple[str, int, int] | None:

@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from apps.guardrails import services
+from apps.guardrails import counters, services
 from apps.guardrails.models import KillVerdict, Lockout
 from apps.guardrails.services import GENERIC_REFUSAL, GuardContext, check_input, check_output
 
@@ -133,8 +133,11 @@ def test_per_user_rate_limit(context, tenant, people):
 
 def test_per_tool_daily_limit(context, tenant, people):
     use_policy(tenant, people, "rate_limits:\n  per_tool_per_user_per_day:\n    default: 5\n    refund.issue: 1\n")
-    assert [services.check_tool_rate(context, "refund.issue") for _ in range(2)] == [True, False]
-    assert services.check_tool_rate(context, "crm.read")
+    policy = services.effective_policy(context.tenant_id, context.agent_id)
+    key, ttl, limit = services.tool_day_window(context, "refund.issue", policy)
+    assert [counters.increment([(key, ttl)])[0] <= limit for _ in range(2)] == [True, False]
+    key, ttl, limit = services.tool_day_window(context, "crm.read", policy)
+    assert limit == 5 and counters.increment([(key, ttl)])[0] <= limit
 
 
 def test_output_is_redacted_and_the_kinds_recorded(context):
