@@ -253,6 +253,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name per choice set that several endpoints share or whose field names collide.
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelEnum": "apps.agents.choices.Channel",
+        "AgentStatusEnum": "apps.agents.choices.AgentStatus",
+        "ConnectionStatusEnum": "apps.tools.choices.ConnectionStatus",
+        "ConversationStatusEnum": "apps.runtime.choices.ConversationStatus",
+        "TurnStatusEnum": "apps.runtime.choices.TurnStatus",
+    },
 }
 
 # --- Internationalisation, static files -----------------------------------------------
@@ -359,10 +367,17 @@ SANDBOX_ENABLED = env_flag("SANDBOX_ENABLED", default=DEBUG)
 # How long an approval request may wait before it is due (approvals refine this per tool).
 APPROVAL_SLA_MINUTES = env.int("APPROVAL_SLA_MINUTES", default=60)
 
+# Agent turns. A worker renews a turn's lease at every step; a turn whose lease lapsed (its
+# worker died) is taken over by the next delivery of its task or the recovery sweep.
+TURN_LEASE_SECONDS = env.int("TURN_LEASE_SECONDS", default=120)
+TURN_MAX_ATTEMPTS = env.int("TURN_MAX_ATTEMPTS", default=3)
+TURN_MAX_INPUT_CHARS = env.int("TURN_MAX_INPUT_CHARS", default=8000)
+
 CELERY_BEAT_SCHEDULE = {
     "audit-chain-pending": {"task": "audit.chain_pending", "schedule": 60.0},
     "audit-checkpoint": {"task": "audit.write_checkpoint", "schedule": AUDIT_CHECKPOINT_MINUTES * 60.0},
     "audit-verify": {"task": "audit.verify_chain", "schedule": 24 * 3600.0},
     "knowledge-freshness": {"task": "knowledge.sweep_freshness", "schedule": KNOWLEDGE_SWEEP_MINUTES * 60.0},
     "tools-interrupted-calls": {"task": "tools.close_interrupted_calls", "schedule": 300.0},
+    "runtime-recover-turns": {"task": "runtime.recover_turns", "schedule": 60.0},
 }

@@ -13,6 +13,7 @@ admin.site.index_title = "Govern your agents"
 api_v1 = [
     path("", include("apps.agents.api")),
     path("", include("apps.tools.api")),
+    path("", include("apps.runtime.api")),
 ]
 
 urlpatterns = [

@@ -41,7 +41,9 @@ def celery_worker(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         database_url = _test_database_url()
     app.control.purge()
-    environment = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    # A short turn lease, so a turn whose worker process is killed is taken over within
+    # seconds (tests/runtime/test_worker_turns.py kills one mid-turn).
+    environment = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", "TURN_LEASE_SECONDS": "3"}
     log_path = REPOSITORY / "var" / "celery-test-worker.log"
     log_path.parent.mkdir(exist_ok=True)
     with open(log_path, "w") as log:

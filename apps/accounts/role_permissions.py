@@ -37,7 +37,14 @@ ROLE_POLICIES: dict[str, dict] = {
     RoleKind.SUPPORT_AGENT: {
         "staff": False,
         "summary": "Works handoffs; reads the agents they work beside.",
-        "patterns": ("agents.view_agent", "handoffs.view_*", "handoffs.change_handoff"),
+        "patterns": (
+            "agents.view_agent",
+            "handoffs.view_*",
+            "handoffs.change_handoff",
+            "runtime.view_*",
+            "runtime.add_conversation",
+            "runtime.add_turn",
+        ),
     },
     RoleKind.SUPPORT_LEAD: {
         "staff": True,
@@ -49,6 +56,8 @@ ROLE_POLICIES: dict[str, dict] = {
             "handoffs.*",
             "knowledge.view_*",
             "runtime.view_*",
+            "runtime.add_conversation",
+            "runtime.add_turn",
             *_NO_DELETES,
         ),
     },
@@ -90,6 +99,8 @@ ROLE_POLICIES: dict[str, dict] = {
             "knowledge.view_*",
             "tools.view_*",
             "runtime.view_*",
+            "runtime.add_conversation",
+            "runtime.add_turn",
             *_NO_DELETES,
         ),
     },

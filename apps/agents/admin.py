@@ -110,7 +110,31 @@ class AgentAdmin(TenantScopedHistoryAdmin):
         ("Autonomy", {"fields": ["status", "status_reason", "status_changed_at", "status_changed_by", "rollout_mode"]}),
         (
             "Model",
-            {"fields": ["model_provider", "model_name", "current_prompt", "system_prompt", "prompt_change_note"]},
+            {
+                "fields": [
+                    "model_provider",
+                    "model_name",
+                    "routine_model_name",
+                    "current_prompt",
+                    "system_prompt",
+                    "prompt_change_note",
+                ]
+            },
+        ),
+        (
+            "Turn rules",
+            {
+                "description": "Limits on each turn, and the business rules that hand a conversation to a person.",
+                "fields": [
+                    "max_steps_per_turn",
+                    "max_cost_per_turn",
+                    "confidence_threshold",
+                    "escalation_topics",
+                    "escalate_on_request",
+                    "escalate_on_negative_sentiment",
+                    "escalate_after_fallbacks",
+                ],
+            },
         ),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]

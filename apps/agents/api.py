@@ -14,6 +14,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
+from apps.accounts.api_errors import as_drf_error
 from apps.accounts.models import Tenant, User
 from apps.accounts.permissions import has_tenant_permission, tenants_visible_to
 
@@ -21,15 +22,6 @@ from . import services
 from .choices import Channel, Environment, RolloutMode
 from .models import Agent, KillSwitch, ModelProvider
 from .selectors import agents_visible_to, kill_switches_visible_to
-
-
-def _as_drf_error(error: Exception) -> Exception:
-    """Turn a service's Django error into the matching DRF error (400 or 403)."""
-    if isinstance(error, DjangoPermissionDenied):
-        return PermissionDenied(str(error))
-    if hasattr(error, "message_dict"):
-        return ValidationError(error.message_dict)
-    return ValidationError({"detail": error.messages})
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -136,7 +128,7 @@ class AgentViewSet(
         try:
             serializer.instance = services.create_agent(by=self.request.user, tenant=tenant, prompt_text=prompt, **data)
         except (DjangoValidationError, DjangoPermissionDenied) as error:
-            raise _as_drf_error(error) from error
+            raise as_drf_error(error) from error
 
     def perform_update(self, serializer):
         data = dict(serializer.validated_data)
@@ -144,7 +136,7 @@ class AgentViewSet(
         try:
             serializer.instance = services.update_agent(agent=serializer.instance, by=self.request.user, **data)
         except (DjangoValidationError, DjangoPermissionDenied) as error:
-            raise _as_drf_error(error) from error
+            raise as_drf_error(error) from error
 
     def _status_command(self, request, operation):
         agent = self.get_object()
@@ -153,7 +145,7 @@ class AgentViewSet(
         try:
             agent = operation(agent=agent, by=request.user, reason=payload.validated_data["reason"])
         except (DjangoValidationError, DjangoPermissionDenied) as error:
-            raise _as_drf_error(error) from error
+            raise as_drf_error(error) from error
         agent = self.get_queryset().get(pk=agent.pk)
         return Response(AgentSerializer(agent, context=self.get_serializer_context()).data)
 
@@ -184,7 +176,7 @@ class AgentViewSet(
         try:
             services.publish_prompt(agent=agent, author=request.user, **payload.validated_data)
         except (DjangoValidationError, DjangoPermissionDenied) as error:
-            raise _as_drf_error(error) from error
+            raise as_drf_error(error) from error
         agent = self.get_queryset().get(pk=agent.pk)
         return Response(AgentSerializer(agent, context=self.get_serializer_context()).data)
 
@@ -230,7 +222,7 @@ class KillSwitchViewSet(viewsets.GenericViewSet):
                 engaged=engaged, by=request.user, reason=payload.validated_data["reason"], tenant=tenant
             )
         except (DjangoValidationError, DjangoPermissionDenied) as error:
-            raise _as_drf_error(error) from error
+            raise as_drf_error(error) from error
         return Response(KillSwitchSerializer(switch).data, status=status.HTTP_200_OK)
 
     @extend_schema(request=KillSwitchCommandSerializer, responses=KillSwitchSerializer)

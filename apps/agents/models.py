@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -11,6 +13,19 @@ from .choices import AgentStatus, Channel, Environment, RolloutMode
 
 def _is_list_of_names(value) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) and item.strip() for item in value)
+
+
+# Topics a support agent should hand to a person rather than answer, with the words that
+# name them. Agent owners edit the list per agent (admin: Turn rules).
+DEFAULT_ESCALATION_TOPICS = {
+    "legal": ["lawyer", "attorney", "lawsuit", "sue", "legal action", "court", "solicitor"],
+    "medical": ["doctor", "medical", "medication", "symptom", "diagnosis", "allergic reaction", "injury"],
+    "billing dispute": ["chargeback", "dispute the charge", "charged twice", "double charged", "unauthorized charge"],
+}
+
+
+def default_escalation_topics() -> dict:
+    return {topic: list(words) for topic, words in DEFAULT_ESCALATION_TOPICS.items()}
 
 
 class ModelProvider(models.Model):
@@ -97,6 +112,37 @@ class Agent(models.Model):
         related_name="+",
         help_text="The system prompt version this agent runs with.",
     )
+    routine_model_name = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="A cheaper model of the same provider for turns that cannot reach a high or critical tool. "
+        "Empty: the agent's model for every turn.",
+    )
+    # Turn rules: limits and the business rules that hand a conversation to a person.
+    max_steps_per_turn = models.PositiveSmallIntegerField(
+        default=6, help_text="Model calls one turn may make (each round of tool calls takes one)."
+    )
+    max_cost_per_turn = models.DecimalField(
+        max_digits=10, decimal_places=4, default=Decimal("0.2500"), help_text="In the provider's currency (USD)."
+    )
+    confidence_threshold = models.DecimalField(
+        max_digits=3,
+        decimal_places=2,
+        default=Decimal("0.30"),
+        help_text="A grounded answer whose sources cover less of the question than this (0 to 1) is escalated.",
+    )
+    escalation_topics = models.JSONField(
+        default=default_escalation_topics,
+        blank=True,
+        help_text='Topics handed to a person, each with the words that name it: {"legal": ["lawyer", "sue"]}.',
+    )
+    escalate_on_request = models.BooleanField(default=True, help_text="Hand over when the customer asks for a person.")
+    escalate_on_negative_sentiment = models.BooleanField(
+        default=True, help_text="Hand over when the customer is clearly upset."
+    )
+    escalate_after_fallbacks = models.PositiveSmallIntegerField(
+        default=2, help_text="Hand over after this many fallback answers in a row in a conversation (0: never)."
+    )
     status_reason = models.TextField(blank=True, help_text="Why the status last changed.")
     status_changed_at = models.DateTimeField(null=True, blank=True)
     status_changed_by = models.ForeignKey(
@@ -156,8 +202,25 @@ class Agent(models.Model):
                 errors["model_name"] = f"{provider.name} offers: {', '.join(provider.model_names)}."
             elif not self.model_name:
                 errors["model_name"] = "Pick which of the provider's models this agent uses."
+            if (
+                "model_name" not in errors
+                and self.routine_model_name
+                and self.routine_model_name not in provider.model_names
+            ):
+                errors["routine_model_name"] = f"{provider.name} offers: {', '.join(provider.model_names)}."
         elif self.model_name:
             errors["model_provider"] = "Pick the provider that serves this model."
+        elif self.routine_model_name:
+            errors["routine_model_name"] = "A routine model needs a model provider."
+        if not 1 <= self.max_steps_per_turn <= 50:
+            errors["max_steps_per_turn"] = "Allow between 1 and 50 model calls per turn."
+        if self.max_cost_per_turn is not None and self.max_cost_per_turn <= 0:
+            errors["max_cost_per_turn"] = "The cost limit must be above zero."
+        if self.confidence_threshold is not None and not 0 <= self.confidence_threshold <= 1:
+            errors["confidence_threshold"] = "Enter a number from 0 to 1."
+        topics_problem = _escalation_topics_problem(self.escalation_topics)
+        if topics_problem:
+            errors["escalation_topics"] = topics_problem
         if self.current_prompt_id and self.current_prompt.agent_id != self.pk:
             errors["current_prompt"] = "The current prompt must be one of this agent's own versions."
         if errors:
@@ -166,6 +229,16 @@ class Agent(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == AgentStatus.ACTIVE
+
+
+def _escalation_topics_problem(topics) -> str:
+    example = 'Enter topics with their words, e.g. {"legal": ["lawyer", "sue"]}.'
+    if not isinstance(topics, dict):
+        return example
+    for topic, words in topics.items():
+        if not topic.strip() or not _is_list_of_names(words) or not words:
+            return f"Topic “{topic}” needs a list of words that name it. {example}"
+    return ""
 
 
 class PromptVersionQuerySet(TenantScopedQuerySet):

@@ -33,6 +33,14 @@ EDITABLE_AGENT_FIELDS = (
     "rollout_mode",
     "model_provider",
     "model_name",
+    "routine_model_name",
+    "max_steps_per_turn",
+    "max_cost_per_turn",
+    "confidence_threshold",
+    "escalation_topics",
+    "escalate_on_request",
+    "escalate_on_negative_sentiment",
+    "escalate_after_fallbacks",
 )
 
 

@@ -10,10 +10,13 @@ import datetime
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from apps import audit
+from apps.accounts.governance import require_tenant_permission
+from controlplane.celery import enqueue_on_commit
 
 from .choices import ApprovalStatus
 from .models import ApprovalRequest
@@ -84,6 +87,47 @@ def open_request(
         reason=rule,
         payload={"approval_request_id": request.pk, "tool_call_id": str(tool_call_id), "risk_tier": risk_tier},
     )
+    return request
+
+
+@transaction.atomic
+def decide(request_id: int, *, by, approve: bool, comment: str = "") -> ApprovalRequest:
+    """Approve or reject a pending request. The approver needs the approvals permission in
+    the request's tenant and may not be the person the agent acted for; a rejection says
+    why. After the commit the paused turn is resumed (it runs the approved call, once, or
+    tells the model it was rejected); a request made outside a turn is executed directly."""
+    request = ApprovalRequest.objects.select_for_update().get(pk=request_id)
+    require_tenant_permission(
+        by, request.tenant_id, "approvals.change_approvalrequest", "You may not decide approval requests here."
+    )
+    if request.requested_by_id == by.pk:
+        raise PermissionDenied("Nobody may decide a request made on their own behalf.")
+    if request.status != ApprovalStatus.PENDING:
+        raise ValidationError(f"This request is {request.get_status_display().lower()}; it can no longer be decided.")
+    comment = (comment or "").strip()
+    if not approve and not comment:
+        raise ValidationError({"comment": "Say why you reject it: the agent and the customer are told."})
+    request.status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    request.decided_at = timezone.now()
+    request.outcome_note = comment
+    request.save(update_fields=["status", "decided_at", "outcome_note"])
+    audit.record(
+        audit.EventType.APPROVAL_DECIDED,
+        tenant=request.tenant_id,
+        actor=by,
+        approver=by,
+        agent=request.agent_id,
+        conversation_id=request.conversation_id or None,
+        turn_id=request.turn_id or None,
+        tool=request.tool_name,
+        approval_status=request.status,
+        reason=comment[:100],
+        payload={"approval_request_id": request.pk, "tool_call_id": str(request.tool_call_id)},
+    )
+    if request.turn_id:
+        enqueue_on_commit("runtime.resume_turn", request.turn_id)
+    elif approve:
+        enqueue_on_commit("tools.execute_approved", request.pk)
     return request
 
 

@@ -13,22 +13,14 @@ from django.urls import include, path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
+
+from apps.accounts.api_errors import as_drf_error
 
 from . import selectors, services
 from .choices import Effect, Outcome, RiskTier
 from .models import Connection, Grant, Tool, ToolCall
-
-
-def _as_drf_error(error: Exception) -> Exception:
-    """Turn a service's Django error into the matching DRF error (400 or 403)."""
-    if isinstance(error, DjangoPermissionDenied):
-        return PermissionDenied(str(error))
-    if hasattr(error, "message_dict"):
-        return ValidationError(error.message_dict)
-    return ValidationError({"detail": error.messages})
 
 
 def _filtered(queryset, params, **lookups: str):
@@ -288,7 +280,7 @@ class GrantViewSet(viewsets.ReadOnlyModelViewSet):
         try:
             grant = services.revoke_grant(grant=grant, by=request.user, reason=payload.validated_data["reason"])
         except (DjangoValidationError, DjangoPermissionDenied) as error:
-            raise _as_drf_error(error) from error
+            raise as_drf_error(error) from error
         return Response(GrantSerializer(self.get_queryset().get(pk=grant.pk)).data)
 
 

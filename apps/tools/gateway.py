@@ -578,21 +578,34 @@ def _replay(context: TurnContext, earlier: ToolCall | None, key: str, digest: st
             "This call is already running, or was interrupted with an unknown result; it is not run again.",
             replayed=True,
         )
+    return _recorded_result(earlier)
+
+
+def _recorded_result(call: ToolCall) -> ToolResult:
     return ToolResult(
-        earlier.pk,
-        tool_name,
-        earlier.outcome,
-        earlier.reason_code,
-        earlier.error or earlier.reason,
-        data=earlier.result,
-        approval_request_id=earlier.approval_request_id,
+        call.pk,
+        call.tool_name,
+        call.outcome,
+        call.reason_code,
+        call.error or call.reason,
+        data=call.result,
+        approval_request_id=call.approval_request_id,
         replayed=True,
-        latency_ms=earlier.latency_ms,
+        latency_ms=call.latency_ms,
     )
 
 
 def _earlier(context: TurnContext, key: str) -> ToolCall | None:
     return ToolCall.objects.filter(tenant_id=context.tenant_id, idempotency_key=key).first()
+
+
+def recorded_result(tenant_id: int, call_id) -> ToolResult:
+    """What became of a recorded call, e.g. one approved and run while its turn waited.
+    Nothing is decided or run here."""
+    call = ToolCall.objects.filter(tenant_id=tenant_id, pk=call_id).first()
+    if call is None:
+        return ToolResult(None, "", Outcome.FAILED, "unknown_call", "There is no record of this call.")
+    return _recorded_result(call)
 
 
 def _open_approval(call: ToolCall, tool: Tool, context: TurnContext, decision: Decision, arguments: dict) -> int:

@@ -1,6 +1,8 @@
 """The Django admin for agents, kill switches and memberships: each person sees and changes
 only what their roles allow, tenant by tenant, and every write goes through the services."""
 
+import json
+
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.messages import get_messages
@@ -62,6 +64,12 @@ def add_form_data(tenant, owner_user, **overrides) -> dict:
         "rollout_mode": RolloutMode.SUGGEST,
         "model_provider": "",
         "model_name": "",
+        "max_steps_per_turn": "6",
+        "max_cost_per_turn": "0.25",
+        "confidence_threshold": "0.30",
+        "escalation_topics": '{"legal": ["lawyer", "sue"]}',
+        "escalate_on_request": "on",
+        "escalate_after_fallbacks": "2",
         "system_prompt": "You help customers with returns.",
         "prompt_change_note": "",
         "_save": "Save",
@@ -84,6 +92,13 @@ def change_form_data(agent, **overrides) -> dict:
         "rollout_mode": agent.rollout_mode,
         "model_provider": "",
         "model_name": "",
+        "max_steps_per_turn": str(agent.max_steps_per_turn),
+        "max_cost_per_turn": str(agent.max_cost_per_turn),
+        "confidence_threshold": str(agent.confidence_threshold),
+        "escalation_topics": json.dumps(agent.escalation_topics),
+        "escalate_on_request": "on" if agent.escalate_on_request else "",
+        "escalate_on_negative_sentiment": "on" if agent.escalate_on_negative_sentiment else "",
+        "escalate_after_fallbacks": str(agent.escalate_after_fallbacks),
         "system_prompt": agent.current_prompt.text if agent.current_prompt_id else "",
         "prompt_change_note": "",
         "_save": "Save",
