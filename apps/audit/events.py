@@ -7,6 +7,7 @@ from django.db import models
 class EventType(models.TextChoices):
     TURN_RECEIVED = "turn.received", "Turn received"
     TURN_COMPLETED = "turn.completed", "Turn completed"
+    TURN_REFUSED = "turn.refused", "Turn refused"
     GUARDRAIL_VERDICT = "guardrail.verdict", "Guardrail verdict"
     KNOWLEDGE_RETRIEVED = "knowledge.retrieved", "Knowledge retrieved"
     MODEL_CALLED = "model.called", "Model called"

@@ -673,6 +673,7 @@ def _finish(run_: _Run, outcome: decisions.Outcome, *, status: str | None = None
             "state",
             "model",
             "offline",
+            "prompt_version",
             "input_tokens",
             "output_tokens",
             "cost",

@@ -21,7 +21,7 @@ from apps.knowledge.choices import Audience
 from controlplane.celery import enqueue_on_commit
 
 from . import engine
-from .choices import FINISHED_STATUSES, TurnStatus
+from .choices import FINISHED_STATUSES, ConversationStatus, TurnStatus
 from .models import Conversation, Turn
 
 CUSTOMER_CHANNELS = (Channel.WEB_CHAT, Channel.EMAIL, Channel.VOICE, Channel.SMS)
@@ -109,7 +109,7 @@ def submit_turn(*, conversation: Conversation, actor: User, text: str, client_ke
             enqueue_on_commit("runtime.run_turn", str(turn.pk))
             return turn
     audit.record(
-        "turn.refused",
+        audit.EventType.TURN_REFUSED,
         tenant=conversation.tenant_id,
         actor=actor,
         agent=conversation.agent_id,
@@ -120,6 +120,8 @@ def submit_turn(*, conversation: Conversation, actor: User, text: str, client_ke
 
 
 def _busy(conversation: Conversation) -> str:
+    if conversation.status == ConversationStatus.HANDED_OFF:
+        return "This conversation was handed to a person, who will answer; the agent takes no more turns in it."
     unfinished = conversation.turns.exclude(status__in=FINISHED_STATUSES).order_by("-number").first()
     if unfinished is None:
         return ""

@@ -10,6 +10,7 @@ from apps.audit.models import AuditEvent
 from apps.handoffs.models import Handoff
 from apps.runtime import decisions
 from apps.runtime.choices import ConversationStatus, Decision, StepKind, TurnStatus
+from apps.runtime.services import TurnRefused
 from apps.tools.choices import Effect, Outcome, RiskTier
 from tests.audit.helpers import chained
 from tests.knowledge.factories import source
@@ -301,3 +302,15 @@ def test_a_tool_denied_to_the_actor_is_not_offered_and_asking_for_it_runs_nothin
     assert executions == []
     assert "tools" not in model_server.requests[0]
     assert turn.steps.get(kind=StepKind.TOOL_CALL).detail["reason_code"] == "not_offered"
+
+
+def test_a_conversation_handed_to_a_person_takes_no_more_turns(conversation, talk, model_server):
+    handed = talk(conversation, "I want to speak to a human")
+    assert handed.decision == Decision.ESCALATE
+
+    with pytest.raises(TurnRefused, match="handed to a person"):
+        talk(conversation, "Hello again?")
+    assert conversation.turns.count() == 1
+    assert [event.data["reason"] for event in chained(event_type="turn.refused")] == [
+        "This conversation was handed to a person, who will answer; the agent takes no more turns in it."[:100]
+    ]
