@@ -125,15 +125,7 @@ class AgentAdmin(TenantScopedHistoryAdmin):
             "Turn rules",
             {
                 "description": "Limits on each turn, and the business rules that hand a conversation to a person.",
-                "fields": [
-                    "max_steps_per_turn",
-                    "max_cost_per_turn",
-                    "confidence_threshold",
-                    "escalation_topics",
-                    "escalate_on_request",
-                    "escalate_on_negative_sentiment",
-                    "escalate_after_fallbacks",
-                ],
+                "fields": list(services.TURN_RULE_FIELDS),
             },
         ),
         ("Record", {"fields": ["created_at", "updated_at"]}),

@@ -19,6 +19,17 @@ from apps.accounts.models import Tenant, User
 from .choices import AgentStatus
 from .models import Agent, KillSwitch, PromptVersion
 
+# Limits on each turn and the business rules that hand a conversation to a person.
+TURN_RULE_FIELDS = (
+    "max_steps_per_turn",
+    "max_cost_per_turn",
+    "confidence_threshold",
+    "escalation_topics",
+    "escalate_on_request",
+    "escalate_on_negative_sentiment",
+    "escalate_after_fallbacks",
+)
+
 # Fields an agent owner edits directly. Status has its own operations (suspend, resume,
 # retire) so that every change of it carries who and why.
 EDITABLE_AGENT_FIELDS = (
@@ -34,13 +45,7 @@ EDITABLE_AGENT_FIELDS = (
     "model_provider",
     "model_name",
     "routine_model_name",
-    "max_steps_per_turn",
-    "max_cost_per_turn",
-    "confidence_threshold",
-    "escalation_topics",
-    "escalate_on_request",
-    "escalate_on_negative_sentiment",
-    "escalate_after_fallbacks",
+    *TURN_RULE_FIELDS,
 )
 
 

@@ -51,6 +51,10 @@ class Trigger:
     def as_dict(self) -> dict:
         return {"trigger": self.name, "enabled": self.enabled, "fired": self.fired, "why": self.why}
 
+    @classmethod
+    def from_dict(cls, entry: dict) -> "Trigger":
+        return cls(entry["trigger"], entry["enabled"], entry["fired"], entry["why"])
+
 
 @dataclass
 class Sentiment:

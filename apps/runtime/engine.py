@@ -56,6 +56,8 @@ from .models import Conversation, Step, Turn
 
 logger = logging.getLogger(__name__)
 
+# What a turn accumulates as it runs, saved at every checkpoint and at the end.
+RUNNING_TOTALS = ("model", "offline", "prompt_version", "input_tokens", "output_tokens", "cost", "model_ms")
 HISTORY_TURNS = 10  # earlier turns of the conversation the model sees
 PASSAGES_PER_TURN = 4
 DEFAULT_SYSTEM_PROMPT = "You are a careful customer support assistant."
@@ -264,7 +266,7 @@ def _begin(run_: _Run) -> bool:
     if early is not None:
         _finish(run_, early)
         return False
-    _checkpoint(run_, "prompt_version")
+    _checkpoint(run_)
     return True
 
 
@@ -345,19 +347,19 @@ def _advance(run_: _Run) -> None:
             decisions.decide(
                 agent=agent,
                 content=reply.content,
-                passages=[_PassageView(passage) for passage in state["passages"]],
+                passages=[_StoredPassage(passage) for passage in state["passages"]],
                 retrieval_status=state["retrieval_status"],
                 tool_outcomes=state["tool_outcomes"],
                 earlier_fallbacks=_earlier_fallbacks(run_.turn),
-                triggers=[decisions.Trigger(**_trigger_fields(entry)) for entry in state["triggers"]],
+                triggers=[decisions.Trigger.from_dict(entry) for entry in state["triggers"]],
             ),
         )
         return
 
 
 @dataclass
-class _PassageView:
-    """A stored passage as the decision layer reads it."""
+class _StoredPassage:
+    """A passage as the turn's state keeps it, read by the decision layer and the offline model."""
 
     entry: dict
 
@@ -365,9 +367,13 @@ class _PassageView:
     def coverage(self) -> float:
         return self.entry["coverage"]
 
+    @property
+    def source_title(self) -> str:
+        return self.entry["title"]
 
-def _trigger_fields(entry: dict) -> dict:
-    return {"name": entry["trigger"], "enabled": entry["enabled"], "fired": entry["fired"], "why": entry["why"]}
+    @property
+    def text(self) -> str:
+        return self.entry["text"]
 
 
 def _limit_reached(run_: _Run) -> tuple[str, str] | None:
@@ -385,7 +391,7 @@ def _call_model(run_: _Run):
         messages=state["messages"],
         tools=[OfferedTool(**spec) for spec in state["tools"]],
         question=turn.input,
-        passages=[_OfflinePassage(passage) for passage in state["passages"]],
+        passages=[_StoredPassage(passage) for passage in state["passages"]],
     )
     _hold_for_model_call(run_)
     try:
@@ -448,19 +454,6 @@ def _hold_for_model_call(run_: _Run) -> None:
     longest = provider.timeout_seconds * (provider.max_retries + 1) + 10 * provider.max_retries  # backoff
     run_.turn.lease_expires_at = _lease_from(timezone.now(), longest)
     Turn.objects.filter(pk=run_.turn.pk).update(lease_expires_at=run_.turn.lease_expires_at)
-
-
-@dataclass
-class _OfflinePassage:
-    entry: dict
-
-    @property
-    def source_title(self) -> str:
-        return self.entry["title"]
-
-    @property
-    def text(self) -> str:
-        return self.entry["text"]
 
 
 def _process_tool_calls(run_: _Run) -> None:
@@ -671,13 +664,7 @@ def _finish(run_: _Run, outcome: decisions.Outcome, *, status: str | None = None
             "finished_at",
             "latency_ms",
             "state",
-            "model",
-            "offline",
-            "prompt_version",
-            "input_tokens",
-            "output_tokens",
-            "cost",
-            "model_ms",
+            *RUNNING_TOTALS,
         ]
     )
     if handoff is not None and conversation.status != ConversationStatus.HANDED_OFF:
@@ -774,19 +761,7 @@ def _checkpoint(run_: _Run, *fields: str) -> None:
     turn = run_.turn
     turn.state = run_.state
     turn.lease_expires_at = _lease_from(timezone.now())
-    turn.save(
-        update_fields=[
-            "state",
-            "lease_expires_at",
-            "model",
-            "offline",
-            "input_tokens",
-            "output_tokens",
-            "cost",
-            "model_ms",
-            *fields,
-        ]
-    )
+    turn.save(update_fields=["state", "lease_expires_at", *RUNNING_TOTALS, *fields])
 
 
 def _audit_refs(run_: _Run) -> dict:
