@@ -238,6 +238,10 @@ class _Handler(BaseHTTPRequestHandler):
     # Keep-alive, as the real API does: httpx pools connections, and a benchmark should not pay a
     # TCP handshake per request that production would not.
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm on, the body waits for the
+    # client's delayed ACK (~40 ms), so a "50 ms" model would answer in ~95 ms. Real API
+    # servers set TCP_NODELAY too.
+    disable_nagle_algorithm = True
     server: _ConnectionTrackingServer
 
     def log_message(self, format, *args):
