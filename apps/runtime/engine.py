@@ -238,7 +238,7 @@ def _begin(run_: _Run) -> bool:
     )
     audit.record(
         audit.EventType.KNOWLEDGE_RETRIEVED,
-        **_audit_refs(run_),
+        **_audit_refs(run_.turn),
         decision=retrieval.status,
         sources=[source["source_id"] for source in sources],
         payload={"withheld": retrieval.withheld} if retrieval.withheld else None,
@@ -435,7 +435,7 @@ def _call_model(run_: _Run):
     )
     audit.record(
         audit.EventType.MODEL_CALLED,
-        **_audit_refs(run_),
+        **_audit_refs(run_.turn),
         model=model.label,
         prompt_version=turn.prompt_version,
         latency_ms=round(reply.latency_ms, 3),
@@ -672,7 +672,7 @@ def _finish(run_: _Run, outcome: decisions.Outcome, *, status: str | None = None
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
     audit.record(
         audit.EventType.TURN_COMPLETED,
-        **_audit_refs(run_),
+        **_audit_refs(run_.turn),
         decision=outcome.decision,
         reason=outcome.reason[:100],
         outcome=turn.status,
@@ -733,11 +733,7 @@ def _fail(turn: Turn, why: str, *, step_number: int | None = None) -> None:
     )
     audit.record(
         audit.EventType.TURN_COMPLETED,
-        tenant=turn.tenant_id,
-        actor=turn.actor_id,
-        agent=turn.agent_id,
-        conversation_id=str(turn.conversation_id),
-        turn_id=str(turn.pk),
+        **_audit_refs(turn),
         decision=Decision.FALLBACK,
         outcome=TurnStatus.FAILED,
         reason="turn_failed",
@@ -764,8 +760,8 @@ def _checkpoint(run_: _Run, *fields: str) -> None:
     turn.save(update_fields=["state", "lease_expires_at", *RUNNING_TOTALS, *fields])
 
 
-def _audit_refs(run_: _Run) -> dict:
-    turn = run_.turn
+def _audit_refs(turn: Turn) -> dict:
+    """Who and what every audit event of a turn names."""
     return {
         "tenant": turn.tenant_id,
         "actor": turn.actor_id,

@@ -24,20 +24,25 @@ def model_server():
         yield server
 
 
+def scripted_provider(tenant, server, **fields) -> ModelProvider:
+    """A provider pointing at the scripted model server: two models, round prices, no retries."""
+    values = {
+        "name": "Scripted",
+        "base_url": server.base_url,
+        "model_names": ["small-model", "large-model"],
+        "input_price_per_million": Decimal("2.00"),
+        "output_price_per_million": Decimal("8.00"),
+        "timeout_seconds": 5,
+        "max_retries": 0,
+        **fields,
+    }
+    return ModelProvider.objects.create(tenant=tenant, **values)
+
+
 @pytest.fixture
 def provider(tenant, model_server, monkeypatch):
     monkeypatch.setenv("TEST_MODEL_API_KEY", API_KEY)
-    return ModelProvider.objects.create(
-        tenant=tenant,
-        name="Scripted",
-        base_url=model_server.base_url,
-        api_key_env_var="TEST_MODEL_API_KEY",
-        model_names=["small-model", "large-model"],
-        input_price_per_million=Decimal("2.00"),
-        output_price_per_million=Decimal("8.00"),
-        timeout_seconds=5,
-        max_retries=0,
-    )
+    return scripted_provider(tenant, model_server, api_key_env_var="TEST_MODEL_API_KEY")
 
 
 @pytest.fixture

@@ -13,13 +13,11 @@ import os
 import signal
 import subprocess
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied
 
-from apps.agents.models import ModelProvider
 from apps.approvals import services as approvals
 from apps.approvals.choices import ApprovalStatus
 from apps.approvals.models import ApprovalRequest
@@ -33,6 +31,8 @@ from tests.accounts.factories import member
 from tests.knowledge.factories import source
 from tests.model_server import call, delay, reply, tool_calls
 from tests.tools.factories import allow, builtin_tool, grant
+
+from .conftest import scripted_provider
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -48,17 +48,8 @@ def provider(tenant, model_server):
     """The scripted provider, without an API key variable: the worker process does not have
     the test's TEST_MODEL_API_KEY (its environment was fixed when the session started). A
     timeout longer than the kill test's delayed answer, which keeps a model call open on purpose."""
-    return ModelProvider.objects.create(
-        tenant=tenant,
-        name="Scripted",
-        base_url=model_server.base_url,
-        api_key_env_var="",
-        model_names=["small-model", "large-model"],
-        input_price_per_million=Decimal("2.00"),
-        output_price_per_million=Decimal("8.00"),
-        timeout_seconds=10,  # the lease during a model call: 10 s + TURN_LEASE_SECONDS (3 s in the worker)
-        max_retries=0,
-    )
+    # The lease during a model call: 10 s + TURN_LEASE_SECONDS (3 s in the worker).
+    return scripted_provider(tenant, model_server, api_key_env_var="", timeout_seconds=10)
 
 
 @pytest.fixture
