@@ -47,7 +47,7 @@ worker: install
 	$(BIN)/celery -A controlplane worker --loglevel=INFO
 
 bench: install
-	@set -e; for script in bench/*.py; do \
+	@set -e; for script in bench/[!_]*.py; do \
 		[ -e "$$script" ] || { echo "no benchmarks yet"; break; }; \
 		echo "== $$script"; $(BIN)/python $$script; \
 	done

@@ -32,7 +32,6 @@ python bench/gateway.py [--calls 10000] [--workers 4] [--verbose] [--keep] [--pr
 """
 
 import argparse
-import atexit
 import cProfile
 import io
 import multiprocessing
@@ -40,32 +39,15 @@ import os
 import pstats
 import queue
 import re
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 import traceback
 from collections import Counter, defaultdict
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPOSITORY))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-    os.environ["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/bench_gateway"
-# Never the REDIS_URL of the environment: this database is flushed.
-os.environ["REDIS_URL"] = os.environ.get("GATEWAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
-os.environ["CACHE_KEY_PREFIX"] = "bench-gateway"
-# Measure as production runs: DEBUG off (with DEBUG on, Django logs every query).
-os.environ["DEBUG"] = "false"
-os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-not-used-anywhere-else-0123456789")
-os.environ.setdefault("AUDIT_SIGNING_KEY", "benchmark-only-audit-signing-key")
-# A Fernet key (32 bytes, URL-safe base64) for benchmark runs only: the no-op tool has no secret.
-os.environ.setdefault("CONNECTION_SECRET_KEYS", "Z2F0ZXdheS1iZW5jaG1hcmstb25seS1mZXJuZXRrZXk=")
-CHECKPOINT_DIR = tempfile.mkdtemp(prefix="gateway-bench-checkpoints-")
-atexit.register(shutil.rmtree, CHECKPOINT_DIR, ignore_errors=True)
-os.environ["AUDIT_CHECKPOINT_DIR"] = CHECKPOINT_DIR
+from _support import configure, percentile, services_line, throwaway_database
+
+configure("gateway", redis_variable="GATEWAY_BENCH_REDIS_URL", redis_url="redis://127.0.0.1:6379/9")
 
 import django  # noqa: E402 — settings come from the environment set above
 
@@ -155,11 +137,6 @@ def direct_call(tool: Tool, context: TurnContext, roles: frozenset) -> dict:
 
 
 # --- Measuring ----------------------------------------------------------------------------
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def summary(samples: list[float], digits: int = 3) -> str:
@@ -573,20 +550,9 @@ def main() -> None:
     if options.unprepared:  # what a deployment behind a pooler in transaction mode sets
         settings.PREPARED_STATEMENTS = False
     cache.clear()  # FLUSHDB of the benchmark's own Redis database
-    # Its own database: never the dev database or the test suite's.
-    connection.settings_dict["TEST"]["NAME"] = DATABASE_NAME
-    database_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     ok = False
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT version()")
-            version = cursor.fetchone()[0].split(",")[0]
-        redis_version = cache._cache.get_client().info("server")["redis_version"]
-        print(
-            f"database: {version} ({database_name}), Redis {redis_version} ({os.environ['REDIS_URL']}),"
-            f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
-            + ("; PREPARED_STATEMENTS off" if options.unprepared else "")
-        )
+    with throwaway_database(DATABASE_NAME, keep=options.keep) as database_name:
+        print(services_line(database_name) + ("; PREPARED_STATEMENTS off" if options.unprepared else ""))
         ids = build_fixture()
         print(
             f"tool {TOOL_NAME} (built-in noop, low risk, read-only), agent in autonomous mode, user with the"
@@ -611,12 +577,6 @@ def main() -> None:
             invokes += profile(ids, options.profile)
             print("\nchecks after the profile")
             ok = check(invokes) and ok
-    finally:
-        connections.close_all()
-        if options.keep:
-            print(f"\nkept database {database_name}")
-        else:
-            connection.creation.destroy_test_db(database_name, verbosity=0)
     if not ok:
         raise SystemExit(1)
 

@@ -43,7 +43,6 @@ python bench/turns.py [--turns 1000] [--workers 1,2] [--latency 0.05] [--verbose
 """
 
 import argparse
-import atexit
 import os
 import shutil
 import statistics
@@ -55,23 +54,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from urllib.parse import quote
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPOSITORY))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-    os.environ["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/bench_turns"
-# Never the REDIS_URL of the environment: this database is flushed, and the workers' queue lives in it.
-os.environ["REDIS_URL"] = os.environ.get("TURNS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
-os.environ["CACHE_KEY_PREFIX"] = "bench-turns"
-# Measure as production runs: DEBUG off (with DEBUG on, Django logs every query).
-os.environ["DEBUG"] = "false"
-os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-not-used-anywhere-else-0123456789")
-os.environ.setdefault("AUDIT_SIGNING_KEY", "benchmark-only-audit-signing-key")
-# A Fernet key (32 bytes, URL-safe base64) for benchmark runs only: the built-in tools have no secret.
-os.environ.setdefault("CONNECTION_SECRET_KEYS", "Z2F0ZXdheS1iZW5jaG1hcmstb25seS1mZXJuZXRrZXk=")
-CHECKPOINT_DIR = tempfile.mkdtemp(prefix="turns-bench-checkpoints-")
-atexit.register(shutil.rmtree, CHECKPOINT_DIR, ignore_errors=True)
-os.environ["AUDIT_CHECKPOINT_DIR"] = CHECKPOINT_DIR
+from _support import REPOSITORY, configure, percentile, services_line, throwaway_database
+
+configure("turns", redis_variable="TURNS_BENCH_REDIS_URL", redis_url="redis://127.0.0.1:6379/12")
 
 import django  # noqa: E402 — settings come from the environment set above
 
@@ -79,7 +64,7 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 from django.core.cache import cache  # noqa: E402
-from django.db import connection, connections  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
 from apps import audit  # noqa: E402
@@ -292,11 +277,6 @@ def stop_workers(workers: list[tuple]) -> None:
 
 
 # --- Measuring ----------------------------------------------------------------------------
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def p50_p95(samples: list[float], unit: str = "ms", digits: int = 1) -> str:
@@ -610,6 +590,20 @@ def audit_checks(total_turns: int) -> list[tuple[str, bool]]:
     ]
 
 
+def print_ratios(throughputs: dict[int, float]) -> None:
+    """Each run's throughput against the run with the fewest workers."""
+    if len(throughputs) < 2:
+        return
+    print()
+    base = min(throughputs)
+    for workers, throughput in throughputs.items():
+        if workers != base and throughputs[base]:
+            print(
+                f"throughput {workers} workers / {base} worker{'s' if base > 1 else ''}:"
+                f" {throughput / throughputs[base]:.2f}x ({throughput:.2f} / {throughputs[base]:.2f} turns/s)"
+            )
+
+
 # --- Main ----------------------------------------------------------------------------------
 
 
@@ -630,65 +624,42 @@ def main() -> None:
 
     setup_test_environment()
     cache.clear()  # FLUSHDB of the benchmark's own Redis database (the broker's queue too)
-    # Its own database: never the dev database or the test suite's.
-    connection.settings_dict["TEST"]["NAME"] = DATABASE_NAME
-    database_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     log_dir = Path(tempfile.mkdtemp(prefix="turns-bench-workers-"))
     ok = False
-    server = ScriptedModelServer(responder=Responder(), latency=options.latency).start()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT version()")
-            version = cursor.fetchone()[0].split(",")[0]
-        redis_version = cache._cache.get_client().info("server")["redis_version"]
-        print(
-            f"database: {version} ({database_name}), Redis {redis_version} ({os.environ['REDIS_URL']}),"
-            f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f};"
-            f" CONN_MAX_AGE {settings.DATABASES['default']['CONN_MAX_AGE']}"
-        )
-        fixture = build_fixture(server.base_url)
-        print(
-            f"model: scripted server in this process ({server.base_url}), every answer after"
-            f" {options.latency * 1000:g} ms; a turn = {MODEL_CALLS_PER_TURN} model calls +"
-            f" {len(PLAN)} tool calls ({', '.join(name for name, _arguments in PLAN)}: built-ins, low risk),"
-            " agent in autonomous mode, user with the support_agent role and allow grants,"
-            " one approved knowledge source; tenant guardrail policy raises the per-user limits"
-        )
-        throughputs: dict[int, float] = {}
-        checks: list[tuple[str, bool]] = []
-        for workers in worker_counts:
+    with throwaway_database(DATABASE_NAME, keep=options.keep) as database_name:
+        server = ScriptedModelServer(responder=Responder(), latency=options.latency).start()
+        try:
+            print(services_line(database_name) + f"; CONN_MAX_AGE {settings.DATABASES['default']['CONN_MAX_AGE']}")
+            fixture = build_fixture(server.base_url)
             print(
-                f"\n{workers} Celery worker process{'es' if workers > 1 else ''} (prefork, concurrency 1):"
-                f" {options.turns:,} turns, one per conversation, submitted at once"
+                f"model: scripted server in this process ({server.base_url}), every answer after"
+                f" {options.latency * 1000:g} ms; a turn = {MODEL_CALLS_PER_TURN} model calls +"
+                f" {len(PLAN)} tool calls ({', '.join(name for name, _arguments in PLAN)}: built-ins, low risk),"
+                " agent in autonomous mode, user with the support_agent role and allow grants,"
+                " one approved knowledge source; tenant guardrail policy raises the per-user limits"
             )
-            measured = run(fixture, server, workers, options.turns, log_dir, options.verbose)
-            throughputs[workers] = report(measured, options.latency)
-            checks += run_checks(measured)
-        if len(throughputs) > 1:
-            print()
-            base = min(throughputs)
-            for workers, throughput in throughputs.items():
-                if workers != base and throughputs[base]:
-                    print(
-                        f"throughput {workers} workers / {base} worker{'s' if base > 1 else ''}:"
-                        f" {throughput / throughputs[base]:.2f}x ({throughput:.2f} / {throughputs[base]:.2f} turns/s)"
-                    )
-        print("\nchecks")
-        checks += audit_checks(options.turns * len(worker_counts))
-        for label, passed in checks:
-            print(f"  [{'ok' if passed else 'FAILED'}] {label}")
-        ok = all(passed for _label, passed in checks)
-    finally:
-        server.stop()
-        connections.close_all()
-        if ok:
-            shutil.rmtree(log_dir, ignore_errors=True)
-        else:
-            print(f"\nworker logs kept in {log_dir}")
-        if options.keep:
-            print(f"\nkept database {database_name}")
-        else:
-            connection.creation.destroy_test_db(database_name, verbosity=0)
+            throughputs: dict[int, float] = {}
+            checks: list[tuple[str, bool]] = []
+            for workers in worker_counts:
+                print(
+                    f"\n{workers} Celery worker process{'es' if workers > 1 else ''} (prefork, concurrency 1):"
+                    f" {options.turns:,} turns, one per conversation, submitted at once"
+                )
+                measured = run(fixture, server, workers, options.turns, log_dir, options.verbose)
+                throughputs[workers] = report(measured, options.latency)
+                checks += run_checks(measured)
+            print_ratios(throughputs)
+            print("\nchecks")
+            checks += audit_checks(options.turns * len(worker_counts))
+            for label, passed in checks:
+                print(f"  [{'ok' if passed else 'FAILED'}] {label}")
+            ok = all(passed for _label, passed in checks)
+        finally:
+            server.stop()
+            if ok:
+                shutil.rmtree(log_dir, ignore_errors=True)
+            else:
+                print(f"\nworker logs kept in {log_dir}")
     if not ok:
         raise SystemExit(1)
 

@@ -1,0 +1,73 @@
+"""What the PostgreSQL + Redis benchmarks share: pointing Django at their own throwaway
+database and Redis database before it starts, making and dropping that database, naming the
+services measured on, and percentiles. Not a benchmark itself (make bench skips ``_*.py``)."""
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def configure(name: str, *, redis_variable: str, redis_url: str) -> None:
+    """Set the environment for ``django.setup()``: PostgreSQL database ``bench_<name>`` on the
+    server DATABASE_URL names (default the local one), Redis at ``redis_url`` unless
+    ``redis_variable`` names another (never the environment's REDIS_URL: it is flushed),
+    production settings, and keys and an audit checkpoint directory for this run only."""
+    sys.path.insert(0, str(REPOSITORY))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/bench_{name}"
+    os.environ["REDIS_URL"] = os.environ.get(redis_variable, redis_url)
+    os.environ["CACHE_KEY_PREFIX"] = f"bench-{name}"
+    # Measure as production runs: DEBUG off (with DEBUG on, Django logs every query).
+    os.environ["DEBUG"] = "false"
+    os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-not-used-anywhere-else-0123456789")
+    os.environ.setdefault("AUDIT_SIGNING_KEY", "benchmark-only-audit-signing-key")
+    # A Fernet key (32 bytes, URL-safe base64) for benchmark runs only: their tools have no secret.
+    os.environ.setdefault("CONNECTION_SECRET_KEYS", "Z2F0ZXdheS1iZW5jaG1hcmstb25seS1mZXJuZXRrZXk=")
+    checkpoints = tempfile.mkdtemp(prefix=f"{name}-bench-checkpoints-")
+    atexit.register(shutil.rmtree, checkpoints, ignore_errors=True)
+    os.environ["AUDIT_CHECKPOINT_DIR"] = checkpoints
+
+
+@contextmanager
+def throwaway_database(name: str, *, keep: bool):
+    """Create the benchmark's own database (never the dev database or the test suite's),
+    yield its name, and drop it afterwards unless ``keep``."""
+    from django.db import connection, connections
+
+    connection.settings_dict["TEST"]["NAME"] = name
+    database_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        yield database_name
+    finally:
+        connections.close_all()
+        if keep:
+            print(f"\nkept database {database_name}")
+        else:
+            connection.creation.destroy_test_db(database_name, verbosity=0)
+
+
+def services_line(database_name: str) -> str:
+    """What the run measures on: PostgreSQL and Redis versions, CPUs and load."""
+    from django.core.cache import cache
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version()")
+        version = cursor.fetchone()[0].split(",")[0]
+    redis_version = cache._cache.get_client().info("server")["redis_version"]
+    return (
+        f"database: {version} ({database_name}), Redis {redis_version} ({os.environ['REDIS_URL']}),"
+        f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
