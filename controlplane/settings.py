@@ -104,6 +104,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.audit.context_processors.audit_navigation",
+                "apps.accounts.context_processors.work_navigation",
             ],
         },
     },
@@ -260,6 +261,9 @@ SPECTACULAR_SETTINGS = {
         "ConnectionStatusEnum": "apps.tools.choices.ConnectionStatus",
         "ConversationStatusEnum": "apps.runtime.choices.ConversationStatus",
         "TurnStatusEnum": "apps.runtime.choices.TurnStatus",
+        "ApprovalStatusEnum": "apps.approvals.choices.ApprovalStatus",
+        "HandoffStatusEnum": "apps.handoffs.choices.HandoffStatus",
+        "HandoffPriorityEnum": "apps.handoffs.choices.TicketPriority",
     },
 }
 
@@ -366,6 +370,13 @@ for _key in CONNECTION_SECRET_KEYS:
 SANDBOX_ENABLED = env_flag("SANDBOX_ENABLED", default=DEBUG)
 # How long an approval request may wait before it is due (approvals refine this per tool).
 APPROVAL_SLA_MINUTES = env.int("APPROVAL_SLA_MINUTES", default=60)
+# After its SLA, a request may still be decided for this long; then it expires and its turn is told.
+APPROVAL_GRACE_MINUTES = env.int("APPROVAL_GRACE_MINUTES", default=30)
+# Approval fatigue: a tool approved more often than this, over at least this many decisions in
+# the window, is suggested for a lower gate.
+APPROVAL_FATIGUE_RATE = env.float("APPROVAL_FATIGUE_RATE", default=0.98)
+APPROVAL_FATIGUE_MIN_SAMPLE = env.int("APPROVAL_FATIGUE_MIN_SAMPLE", default=50)
+APPROVAL_FATIGUE_DAYS = env.int("APPROVAL_FATIGUE_DAYS", default=30)
 
 # Agent turns. A worker renews a turn's lease at every step; a turn whose lease lapsed (its
 # worker died) is taken over by the next delivery of its task or the recovery sweep.
@@ -380,4 +391,6 @@ CELERY_BEAT_SCHEDULE = {
     "knowledge-freshness": {"task": "knowledge.sweep_freshness", "schedule": KNOWLEDGE_SWEEP_MINUTES * 60.0},
     "tools-interrupted-calls": {"task": "tools.close_interrupted_calls", "schedule": 300.0},
     "runtime-recover-turns": {"task": "runtime.recover_turns", "schedule": 60.0},
+    "approvals-expire": {"task": "approvals.expire_overdue", "schedule": 60.0},
+    "handoffs-escalate": {"task": "handoffs.escalate_overdue", "schedule": 60.0},
 }

@@ -14,6 +14,8 @@ api_v1 = [
     path("", include("apps.agents.api")),
     path("", include("apps.tools.api")),
     path("", include("apps.runtime.api")),
+    path("", include("apps.approvals.api")),
+    path("", include("apps.handoffs.api")),
 ]
 
 urlpatterns = [
@@ -23,6 +25,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("audit/", include("apps.audit.urls", namespace="audit")),
     path("try/", include("apps.runtime.urls", namespace="runtime")),
+    path("approvals/", include("apps.approvals.urls", namespace="approvals")),
+    path("handoffs/", include("apps.handoffs.urls", namespace="handoffs")),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

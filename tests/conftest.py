@@ -4,6 +4,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from apps.accounts.choices import RoleKind
+from controlplane.celery import app as celery_app
 
 from .accounts.factories import TenantFactory, UserFactory, member
 from .agents.factories import AgentFactory
@@ -79,3 +80,17 @@ def other_agent(other_tenant):
 @pytest.fixture
 def api_client():
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _tasks_in_process(request):
+    """Outside the tests that use the real worker, tasks run in this process (as in the
+    embedded default) also when the suite runs against Redis: a worker could not see rows
+    of a test transaction that never commits."""
+    if request.node.get_closest_marker("services"):
+        yield
+        return
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous

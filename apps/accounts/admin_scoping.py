@@ -18,6 +18,20 @@ def _follow(obj, path: str):
     return obj
 
 
+class RecordOnlyAdminMixin:
+    """For records the system writes (conversations, turns, approval requests): the admin
+    shows them and changes nothing."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class TenantScopedAdminMixin:
     """Rows are filtered by ``tenant_path``; rows whose tenant is empty (platform-wide,
     e.g. the global kill switch) are readable by anyone who may view the model and

@@ -3,24 +3,13 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
-from apps.accounts.admin_scoping import TenantScopedAdminMixin
+from apps.accounts.admin_scoping import RecordOnlyAdminMixin, TenantScopedAdminMixin
 
 from .choices import TurnStatus
 from .models import Conversation, Step, Turn
 
 
-class ReadOnlyMixin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class TurnInline(ReadOnlyMixin, admin.TabularInline):
+class TurnInline(RecordOnlyAdminMixin, admin.TabularInline):
     model = Turn
     fields = ["number", "status", "decision", "input", "output", "model", "cost", "latency_ms"]
     readonly_fields = fields
@@ -29,7 +18,7 @@ class TurnInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(ReadOnlyMixin, TenantScopedAdminMixin, admin.ModelAdmin):
+class ConversationAdmin(RecordOnlyAdminMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "agent", "actor", "channel", "subject", "subject_verified", "status"]
     list_filter = ["status", "channel", ("agent", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["agent", "actor"]
@@ -39,7 +28,7 @@ class ConversationAdmin(ReadOnlyMixin, TenantScopedAdminMixin, admin.ModelAdmin)
     show_full_result_count = False
 
 
-class StepInline(ReadOnlyMixin, admin.TabularInline):
+class StepInline(RecordOnlyAdminMixin, admin.TabularInline):
     model = Step
     fields = ["number", "kind", "summary", "detail", "latency_ms", "input_tokens", "output_tokens", "cost"]
     readonly_fields = fields
@@ -47,7 +36,7 @@ class StepInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Turn)
-class TurnAdmin(ReadOnlyMixin, TenantScopedAdminMixin, admin.ModelAdmin):
+class TurnAdmin(RecordOnlyAdminMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "agent", "actor", "status_badge", "decision", "decision_reason", "model", "cost"]
     list_filter = ["status", "decision", "offline", ("agent", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["agent", "actor"]

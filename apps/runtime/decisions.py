@@ -96,11 +96,7 @@ def input_triggers(agent, text: str, sentiment: Sentiment) -> list[Trigger]:
     must go to a person costs no model call."""
     folded = fold(text)
     topics = agent.escalation_topics or {}
-    topic_hits = [
-        topic
-        for topic, words in topics.items()
-        if any(re.search(rf"\b{re.escape(fold(word))}", folded) for word in words)
-    ]
+    topic_hits = [topic for topic, _word in topic_matches(agent, text)]
     asked = bool(_HUMAN_REQUEST.search(folded))
     return [
         Trigger(
@@ -125,6 +121,18 @@ def input_triggers(agent, text: str, sentiment: Sentiment) -> list[Trigger]:
             f"{NEGATIVE_SENTIMENT_SCORE} or more counts as upset.",
         ),
     ]
+
+
+def topic_matches(agent, text: str) -> list[tuple[str, str]]:
+    """(topic, the configured word that named it) for each of the agent's escalation topics
+    the text names, in the agent's order."""
+    folded = fold(text)
+    found = []
+    for topic, words in (agent.escalation_topics or {}).items():
+        word = next((word for word in words if re.search(rf"\b{re.escape(fold(word))}", folded)), None)
+        if word is not None:
+            found.append((topic, word))
+    return found
 
 
 def cited_labels(content: str, passage_count: int) -> list[int]:

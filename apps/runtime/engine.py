@@ -40,7 +40,7 @@ from apps.knowledge.retrieval import RetrievalContext, retrieve
 from apps.tools import gateway
 from apps.tools.choices import TIERS_NEEDING_APPROVAL, Outcome
 
-from . import decisions
+from . import decisions, handoff_package
 from .choices import ConversationStatus, Decision, StepKind, TurnStatus
 from .llm import (
     OFFLINE_LABEL,
@@ -498,7 +498,9 @@ def _tool_call(run_: _Run, call: ToolCallRequest) -> dict | None:
         state["tool_outcomes"].append(Outcome.FAILED)
         return {"status": Outcome.FAILED, "message": "The arguments were not a valid JSON object; nothing was run."}
     key = f"turn:{run_.turn.pk}:{state['model_calls']}:{call.id}"
-    result = gateway.invoke(run_.context, tool_name, arguments, idempotency_key=key)
+    result = gateway.invoke(
+        run_.context, tool_name, arguments, idempotency_key=key, approval_context=_approval_context(run_)
+    )
     _step(
         run_,
         StepKind.TOOL_CALL,
@@ -526,6 +528,33 @@ def _tool_call(run_: _Run, call: ToolCallRequest) -> dict | None:
         return None
     state["tool_outcomes"].append(result.outcome)
     return result.for_model()
+
+
+APPROVAL_CONTEXT_MESSAGES = 12  # the latest customer and agent messages an approver reads
+APPROVAL_CONTEXT_CHARS = 1000
+
+
+def _approval_context(run_: _Run) -> dict:
+    """What an approver reads beside a call that needs one: the conversation so far (as the
+    model saw it, without the system prompt or tool traffic), what the agent said when it
+    asked for the call, and the sources it had retrieved."""
+    said = {"user": "customer", "assistant": "agent"}
+    messages = [
+        {"from": said[message["role"]], "text": message["content"][:APPROVAL_CONTEXT_CHARS]}
+        for message in run_.state["messages"]
+        if message.get("role") in said and message.get("content") and not message.get("tool_calls")
+    ]  # what the agent said with its calls is its stated reason, below
+    last = run_.state["messages"][-1] if run_.state["messages"] else {}
+    reason = last.get("content") if last.get("role") == "assistant" else ""
+    sources = {
+        passage["source_id"]: {"source_id": passage["source_id"], "title": passage["title"]}
+        for passage in run_.state.get("passages", [])
+    }
+    return {
+        "conversation": messages[-APPROVAL_CONTEXT_MESSAGES:],
+        "agent_reason": (reason or "")[:APPROVAL_CONTEXT_CHARS],
+        "sources": list(sources.values()),
+    }
 
 
 def _pause(run_: _Run) -> None:
@@ -690,30 +719,33 @@ def _finish(run_: _Run, outcome: decisions.Outcome, *, status: str | None = None
 
 
 def _hand_off(run_: _Run, outcome: decisions.Outcome, cited: list[dict]):
+    """Hand the conversation to a person with the whole package (handoff_package.py: the
+    decision step, with what was cited, is already in the trace it reads)."""
     turn, conversation = run_.turn, run_.conversation
-    trigger = outcome.escalation_trigger
-    reason = trigger.why if trigger else "The turn could not be completed by the agent."
-    sentiment = (run_.state.get("sentiment") or {}).get("label", "neutral")
-    summary_lines = [f"Customer said: {turn.input[:500]}"]
-    if run_.state.get("tool_outcomes"):
-        summary_lines.append(f"Tool calls this turn: {', '.join(run_.state['tool_outcomes'])}.")
-    if cited or run_.state.get("passages"):
-        titles = [passage["title"] for passage in (cited or run_.state["passages"])]
-        summary_lines.append(f"Sources found: {'; '.join(dict.fromkeys(titles))}.")
+    package = handoff_package.build(
+        turn=turn, conversation=conversation, agent=run_.agent, outcome=outcome, state=run_.state
+    )
     handoff = handoffs.create_handoff(
         tenant_id=turn.tenant_id,
         agent_id=turn.agent_id,
         requested_by_id=turn.actor_id,
-        reason_code=outcome.reason[:64],
-        reason=reason,
-        summary="\n".join(summary_lines),
-        urgency="high" if sentiment == "negative" or outcome.reason in ("topic",) else "normal",
-        subject=conversation.subject,
-        channel=conversation.channel,
         conversation_id=str(conversation.pk),
         turn_id=str(turn.pk),
+        **package,
     )
-    _step(run_, StepKind.HANDOFF, f"handed off: {outcome.reason}", {"handoff_id": handoff.pk, "reason": reason})
+    queue = handoff.queue.name if handoff.queue else None
+    _step(
+        run_,
+        StepKind.HANDOFF,
+        f"handed off: {outcome.reason}" + (f" to {queue}" if queue else " (no queue takes it)"),
+        {
+            "handoff_id": handoff.pk,
+            "reason": handoff.reason,
+            "queue": queue,
+            "priority": handoff.priority,
+            "due_at": handoff.due_at.isoformat() if handoff.due_at else None,
+        },
+    )
     return handoff
 
 

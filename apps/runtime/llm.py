@@ -224,7 +224,9 @@ class OfflineModel:
         else:
             call = self._proposed_call(request)
             if call is not None:
-                reply = ModelReply("", [call], finish_reason="tool_calls")
+                name = next(tool.name for tool in request.tools if tool.function == call.function)
+                why = f"{OFFLINE_LABEL}\nThe message asks for what {name} does and gives its arguments."
+                reply = ModelReply(why, [call], finish_reason="tool_calls")
             elif request.passages:
                 best = request.passages[0]
                 reply = ModelReply(f"{OFFLINE_LABEL}\nFrom “{best.source_title}” [S1]: {best.text}", [])

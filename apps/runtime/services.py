@@ -17,6 +17,8 @@ from apps.accounts.models import User
 from apps.agents.choices import Channel
 from apps.agents.models import Agent
 from apps.agents.services import may_start_turn
+from apps.handoffs.choices import WAITING_STATUSES
+from apps.handoffs.models import Handoff
 from apps.knowledge.choices import Audience
 from controlplane.celery import enqueue_on_commit
 
@@ -126,6 +128,26 @@ def _busy(conversation: Conversation) -> str:
     if unfinished is None:
         return ""
     return f"Turn {unfinished.number} is still {unfinished.get_status_display().lower()}; wait for it to finish."
+
+
+def reopen_conversation(conversation_id) -> bool:
+    """Let the agent take turns again in a conversation a person returned to it: only a
+    handed-off conversation, and only once no handoff of it still waits for a person.
+    Returns whether it was reopened. The conversation row is locked, so a handoff returned
+    while another is created cannot leave it open with a person still owed an answer."""
+    with transaction.atomic():
+        try:
+            conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+        except ValidationError:  # not a conversation id
+            return False
+        if conversation is None or conversation.status != ConversationStatus.HANDED_OFF:
+            return False
+        waiting = Handoff.objects.filter(conversation_id=str(conversation.pk), status__in=WAITING_STATUSES)
+        if waiting.exists():
+            return False
+        conversation.status = ConversationStatus.OPEN
+        conversation.save(update_fields=["status", "updated_at"])
+    return True
 
 
 def run_turn(turn_id) -> str:

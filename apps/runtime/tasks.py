@@ -36,3 +36,9 @@ def resume_turn(turn_id: str) -> str:
 @shared_task(name="runtime.recover_turns")
 def recover_turns() -> int:
     return len(services.recover_turns())
+
+
+@shared_task(name="runtime.reopen_conversation")
+def reopen_conversation(conversation_id: str) -> bool:
+    """A person returned a handoff to the agent (enqueued by the handoffs app)."""
+    return services.reopen_conversation(conversation_id)

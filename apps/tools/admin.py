@@ -446,6 +446,7 @@ class ToolAdmin(SavedThroughServices, TenantScopedHistoryAdmin):
             "How it runs",
             {"fields": ["connector", "builtin", "connection", "http_method", "path_template", "timeout_seconds"]},
         ),
+        ("Approval", {"fields": ["approval_sla_minutes", "second_approver_above"]}),
         ("Rate limits", {"fields": ["per_user_per_minute", "per_minute"]}),
         ("Who may use it", {"fields": ["grants_of_tool", "last_used"]}),
         ("Record", {"fields": ["reason", "created_at", "updated_at"]}),
@@ -632,6 +633,7 @@ class GrantAdmin(SavedThroughServices, CommandButtons, TenantScopedHistoryAdmin)
             "Conditions (all must hold)",
             {"fields": ["max_amount", "requires_verified_subject", "allowed_channels", "daily_limit_per_user"]},
         ),
+        ("Approving", {"fields": ["may_approve"]}),
         ("Why", {"fields": ["note", "reason"]}),
         (
             "Record",
@@ -654,7 +656,7 @@ class GrantAdmin(SavedThroughServices, CommandButtons, TenantScopedHistoryAdmin)
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             # A new grant's note says why it exists; it has no record yet.
-            return [(None, self.fieldsets[0][1]), self.fieldsets[1], ("Why", {"fields": ["note"]})]
+            return [(None, self.fieldsets[0][1]), *self.fieldsets[1:3], ("Why", {"fields": ["note"]})]
         if not self.has_change_permission(request, obj):
             return [
                 (title, {**options, "fields": [f for f in options["fields"] if f != "reason"]})

@@ -8,9 +8,11 @@ class ToolsConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.agents.demo import register_demo_seeder
+        from apps.approvals.rules import register_approver_roles
 
-        from . import builtins
+        from . import builtins, selectors
         from .demo import seed_tools
 
         builtins.register()
         register_demo_seeder(seed_tools)
+        register_approver_roles(selectors.approver_roles)

@@ -129,6 +129,8 @@ TOOLS = [
         "writes": True,
         "reversible": False,
         "amount_field": "amount",
+        "approval_sla_minutes": 30,
+        "second_approver_above": Decimal("500.00"),
         "per_user_per_minute": 5,
     },
     {
@@ -182,9 +184,10 @@ GRANTS = {
         "crm.read": ALLOW,
         "crm.note_add": ALLOW,
         "handoff.create": ALLOW,
-        "refund.issue": {"max_amount": Decimal("1000.00")},
-        "customer.email": ALLOW,
-        "customer.delete": {"effect": Effect.REQUIRE_APPROVAL},
+        # Leads approve what the agents ask for (never their own requests).
+        "refund.issue": {"max_amount": Decimal("1000.00"), "may_approve": True},
+        "customer.email": {"may_approve": True},
+        "customer.delete": {"effect": Effect.REQUIRE_APPROVAL, "may_approve": True},
     },
     RoleKind.KNOWLEDGE_OWNER: {"knowledge.search": ALLOW},
     RoleKind.AGENT_OWNER: {"knowledge.search": ALLOW, "order.lookup": ALLOW},
@@ -233,12 +236,14 @@ def seed_tools(*, tenant: Tenant, other_tenant: Tenant, people: dict, stdout=Non
                 services.allow_tool(agent=agent, tool=tools[tool_name], by=security, reason="Demo allowlist")
                 new_allowances += 1
     _seed_other_tenant(other_tenant)
+    waiting = _seed_pending_approvals(tenant, people[RoleKind.SUPPORT_AGENT])
     if stdout is not None:
         note = "" if settings.SANDBOX_ENABLED else " (the sandbox is off: set SANDBOX_ENABLED to reach it)"
         stdout.write(
             f"Tools: {len(tools)} tools on {len(connections)} sandbox connections for {tenant.name}, "
             f"{new_grants} new grants, {new_allowances} new allowlist entries; sandbox tokens rotated, stored "
-            f"encrypted; {other_tenant.name} has order.lookup only. Sandbox: {settings.CONTROLPLANE_BASE_URL}/sandbox/"
+            f"encrypted; {waiting} refund(s) waiting for approval at /approvals/; "
+            f"{other_tenant.name} has order.lookup only. Sandbox: {settings.CONTROLPLANE_BASE_URL}/sandbox/"
             f"{note}."
         )
 
@@ -289,6 +294,61 @@ def _seed_grant(role: Role, tool: Tool, by: User, conditions: dict) -> Grant | N
     if Grant.objects.active().filter(role=role, tool=tool).exists():
         return None
     return services.create_grant(by=by, role=role, tool=tool, note=GRANT_NOTE, **conditions)
+
+
+# Refunds the Refunds agent asked for on agent.smith's behalf, waiting for a support lead:
+# (order, customer, amount, what the customer said, what the agent said).
+PENDING_REFUNDS = [
+    (
+        "A-1042",
+        "C-1001",
+        "89.00",
+        "My blender from order A-1042 arrived with a cracked jar. I'd like my money back.",
+        "The order was delivered damaged (CRM note: photo received) and is within the 30-day window, "
+        "so I am asking for a full refund of 89.00.",
+    ),
+    (
+        "A-1050",
+        "C-1002",
+        "45.00",
+        "The kettle from A-1050 stopped working after two days.",
+        "A product failure within 30 days qualifies for a refund under the refund policy; asking for 45.00.",
+    ),
+]
+
+
+def _seed_pending_approvals(tenant: Tenant, support_agent: User) -> int:
+    """Open today's demo refund requests through the gateway (once a day: the idempotency
+    key names the date, so a second seed the same day opens nothing new). How many wait."""
+    from apps.approvals.models import ApprovalRequest
+
+    from .gateway import TurnContext, invoke
+
+    agent = Agent.objects.filter(tenant=tenant, slug="refunds").first()
+    if agent is None:
+        return 0
+    today = timezone.localdate().isoformat()
+    for order_id, customer_id, amount, said, reason in PENDING_REFUNDS:
+        context = TurnContext(
+            tenant_id=tenant.pk,
+            agent_id=agent.pk,
+            user_id=support_agent.pk,
+            channel="web_chat",
+            subject=customer_id,
+            subject_verified=True,
+        )
+        invoke(
+            context,
+            "refund.issue",
+            {"order_id": order_id, "amount": float(amount), "reason": "Arrived damaged or faulty"},
+            idempotency_key=f"demo:{today}:refund:{order_id}",
+            approval_context={
+                "conversation": [{"from": "customer", "text": said}],
+                "agent_reason": reason,
+                "sources": [{"source_id": None, "title": "Refund policy"}],
+            },
+        )
+    return ApprovalRequest.objects.filter(tenant=tenant, agent=agent, status="pending").count()
 
 
 def _seed_other_tenant(tenant: Tenant) -> None:

@@ -44,6 +44,8 @@ from jsonschema import Draft202012Validator
 from apps import audit
 from apps.agents.choices import RolloutMode
 from apps.approvals import services as approvals
+from apps.approvals.choices import ApprovalStatus
+from apps.approvals.models import ApprovalRequest
 from apps.audit.canonical import canonical_json
 from apps.audit.redaction import redact
 from apps.guardrails import counters
@@ -608,14 +610,23 @@ def recorded_result(tenant_id: int, call_id) -> ToolResult:
     return _recorded_result(call)
 
 
-def _open_approval(call: ToolCall, tool: Tool, context: TurnContext, decision: Decision, arguments: dict) -> int:
+def _approvals_required(tool: Tool, amount: Decimal | None) -> int:
+    """Two different people above the tool's threshold, one otherwise."""
+    threshold = tool.second_approver_above
+    return 2 if threshold is not None and amount is not None and amount > threshold else 1
+
+
+def _open_approval(
+    call: ToolCall, tool: Tool, context: TurnContext, decision: Decision, arguments: dict, approval_context: dict | None
+) -> int:
+    amount = _amount(tool, arguments)
     request = approvals.open_request(
         tenant_id=context.tenant_id,
         agent_id=context.agent_id,
         tool_call_id=call.pk,
         tool_name=tool.name,
         risk_tier=tool.risk_tier,
-        amount=_amount(tool, arguments),
+        amount=amount,
         arguments=call.arguments,
         action_digest=approval_binding(call.action_digest, tool),
         requested_by_id=context.user_id,
@@ -627,6 +638,9 @@ def _open_approval(call: ToolCall, tool: Tool, context: TurnContext, decision: D
         rule=decision.rule,
         rule_text=decision.reason,
         actor_roles=decision.roles,
+        approvals_required=_approvals_required(tool, amount),
+        sla_minutes=tool.approval_sla_minutes,
+        context=redact(approval_context)[0] if approval_context else None,
     )
     return request.pk
 
@@ -687,9 +701,18 @@ def _note_grant_use(decision: Decision) -> None:
         Grant.objects.filter(pk__in=decision.stale_grant_ids).update(last_used_at=timezone.now())
 
 
-def invoke(context: TurnContext, tool_name: str, arguments, *, idempotency_key: str | None = None) -> ToolResult:
+def invoke(
+    context: TurnContext,
+    tool_name: str,
+    arguments,
+    *,
+    idempotency_key: str | None = None,
+    approval_context: dict | None = None,
+) -> ToolResult:
     """Decide on one tool call and, if it may run now, run it. Never raises for a denied
-    or failed call: the result says what happened and why, for the model and the trace."""
+    or failed call: the result says what happened and why, for the model and the trace.
+    ``approval_context`` (the conversation, the agent's stated reason, the sources) goes
+    with the approval request when the call needs one, redacted like the arguments."""
     as_object = arguments if isinstance(arguments, dict) else {"value": arguments}
     digest = action_digest(tool_name, as_object, context.tenant_id, context.subject)
     key = idempotency_key or default_idempotency_key(context, tool_name, as_object)
@@ -707,7 +730,7 @@ def invoke(context: TurnContext, tool_name: str, arguments, *, idempotency_key: 
             if not _record_request(context, call, decision, tool):
                 counters.decrement(decision.reserved)
                 return _replay(context, _earlier(context, key), key, digest, tool_name)
-            call.approval_request_id = _open_approval(call, tool, context, decision, arguments)
+            call.approval_request_id = _open_approval(call, tool, context, decision, arguments, approval_context)
             call.save(update_fields=["approval_request_id"])
         _note_grant_use(decision)
         return ToolResult(
@@ -796,8 +819,29 @@ def execute_approved(approval_request_id: int) -> ToolResult:
     call.outcome = Outcome.EXECUTING
     call.save(update_fields=["outcome"])
     result = _execute(call, tool, context, arguments, decision.roles)
-    approvals.finish_execution(approval_request_id, outcome=result.outcome, note=result.message)
+    approvals.finish_execution(approval_request_id, outcome=result.outcome, note=result.message, result=call.result)
     return result
+
+
+def close_declined_call(approval_request_id: int) -> bool:
+    """Close the call of a request that was rejected or expired: nothing ran and nothing
+    will, so its kept arguments go. Idempotent; True when it closed the call now."""
+    request = ApprovalRequest.objects.filter(pk=approval_request_id).only("status", "outcome_note").first()
+    if request is None or request.status not in (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED):
+        return False
+    with transaction.atomic():
+        call = (
+            ToolCall.objects.select_for_update()
+            .filter(approval_request_id=approval_request_id, outcome=Outcome.NEEDS_APPROVAL)
+            .first()
+        )
+        if call is None:
+            return False
+        code = f"approval_{request.status}"
+        verb = "rejected" if request.status == ApprovalStatus.REJECTED else "expired undecided"
+        why = f"The approval request was {verb}; nothing ran. {request.outcome_note}".strip()
+        _close_unexecuted(call, context_of(call), (), code, why, approval_request_id)
+    return True
 
 
 def tools_offered(context: TurnContext) -> list[Tool]:

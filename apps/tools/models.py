@@ -149,6 +149,20 @@ class Tool(models.Model):
     amount_field = models.CharField(
         max_length=64, blank=True, help_text="The argument holding a money amount, for grant limits and thresholds."
     )
+    approval_sla_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Minutes a request to use this tool may wait for a decision before it is overdue "
+        "(empty: the deployment's APPROVAL_SLA_MINUTES).",
+    )
+    second_approver_above = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Above this amount, two different people must approve (empty: one approval is enough). "
+        "Needs an amount field.",
+    )
     per_user_per_minute = models.PositiveIntegerField(
         default=0, help_text="Calls one person's agents may make per minute (0: no limit)."
     )
@@ -203,6 +217,13 @@ class Tool(models.Model):
         properties = {} if schema_error else self.argument_schema.get("properties", {})
         if self.amount_field and not schema_error and self.amount_field not in properties:
             errors["amount_field"] = "The amount field must be one of the schema's properties."
+        if self.second_approver_above is not None:
+            if self.second_approver_above < 0:
+                errors["second_approver_above"] = "Enter an amount of zero or more."
+            elif not self.amount_field:
+                errors["second_approver_above"] = "Name the amount field first: the threshold compares that amount."
+        if self.approval_sla_minutes == 0:
+            errors["approval_sla_minutes"] = "Enter at least one minute, or leave it empty for the default."
         if self.risk_tier in (RiskTier.LOW,) and self.writes and not self.reversible:
             errors["risk_tier"] = "A tool that writes and cannot be undone is at least medium risk."
         if errors:
@@ -284,6 +305,11 @@ class Grant(models.Model):
     allowed_channels = models.JSONField(default=list, blank=True, help_text="Empty means every channel.")
     daily_limit_per_user = models.PositiveIntegerField(
         null=True, blank=True, help_text="Calls per person per day this grant covers (empty: no limit)."
+    )
+    may_approve = models.BooleanField(
+        default=False,
+        help_text="Holders of this role may approve other people's requests to use this tool "
+        "(never a request made on their own behalf).",
     )
     note = models.TextField(blank=True, help_text="Why this role needs this tool.")
     created_by = models.ForeignKey(

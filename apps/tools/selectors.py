@@ -49,6 +49,22 @@ def tool_calls_visible_to(user: User) -> QuerySet[ToolCall]:
 # --- Permissions granted vs used ------------------------------------------------------------
 
 
+def approver_roles(pairs) -> dict[tuple[int, str], set[int]]:
+    """For (tenant id, tool name) pairs, the roles whose active grant for the tool lets
+    their holders approve its requests (registered with the approvals app). One query."""
+    pairs = set(pairs)
+    rows = Grant.objects.active().filter(
+        may_approve=True,
+        tenant_id__in={tenant_id for tenant_id, _ in pairs},
+        tool__name__in={tool_name for _, tool_name in pairs},
+    )
+    found: dict[tuple[int, str], set[int]] = {}
+    for tenant_id, tool_name, role_id in rows.values_list("tenant_id", "tool__name", "role_id"):
+        if (tenant_id, tool_name) in pairs:
+            found.setdefault((tenant_id, tool_name), set()).add(role_id)
+    return found
+
+
 def conditions_summary(grant: Grant) -> str:
     """A grant's conditions in a few words, e.g. "up to 100.00; verified customer only"."""
     parts = []

@@ -33,12 +33,21 @@ TOOL_FIELDS = (
     "path_template",
     "timeout_seconds",
     "amount_field",
+    "approval_sla_minutes",
+    "second_approver_above",
     "per_user_per_minute",
     "per_minute",
     "is_active",
 )
 CONNECTION_FIELDS = ("name", "system", "description", "owner", "auth_kind", "auth_header", "base_url", "secret_env_var")
-GRANT_CONDITIONS = ("effect", "max_amount", "requires_verified_subject", "allowed_channels", "daily_limit_per_user")
+GRANT_CONDITIONS = (
+    "effect",
+    "max_amount",
+    "requires_verified_subject",
+    "allowed_channels",
+    "daily_limit_per_user",
+    "may_approve",
+)
 
 
 def _required(reason: str, what: str) -> str:

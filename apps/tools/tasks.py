@@ -15,3 +15,9 @@ def execute_approved(approval_request_id: int) -> str:
 @shared_task(name="tools.close_interrupted_calls")
 def close_interrupted_calls() -> int:
     return gateway.close_interrupted_calls()
+
+
+@shared_task(name="tools.close_declined_call")
+def close_declined_call(approval_request_id: int) -> bool:
+    """Close the call of a rejected or expired approval request (enqueued by approvals)."""
+    return gateway.close_declined_call(approval_request_id)

@@ -10,7 +10,6 @@ from apps.agents.choices import RolloutMode
 from apps.agents.models import ModelProvider
 from apps.runtime import services
 from apps.runtime.models import Turn
-from controlplane.celery import app as celery_app
 from tests.model_server import ScriptedModelServer
 from tests.tools.conftest import executions, fresh_cache, register_builtin  # noqa: F401 — fixtures
 
@@ -84,17 +83,3 @@ def talk(django_capture_on_commit_callbacks):
 @pytest.fixture(autouse=True)
 def _empty_counters(fresh_cache):  # noqa: F811 — the imported fixture, used by every turn test
     """Guardrail and gateway counters live in the cache: each test starts with none."""
-
-
-@pytest.fixture(autouse=True)
-def _tasks_in_process(request):
-    """Outside the tests that use the real worker, tasks run in this process (as in the
-    embedded default) also when the suite runs against Redis: a worker could not see rows
-    of a test transaction that never commits."""
-    if request.node.get_closest_marker("services"):
-        yield
-        return
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = previous

@@ -29,13 +29,19 @@ pytestmark = pytest.mark.django_db
 def refund_tool(tenant, chat_agent, executions):
     tool = counting_tool(tenant, "refund.issue", description="Refund an order", risk_tier=RiskTier.HIGH)
     grant(tool, "support_agent")
+    grant(tool, "support_lead", may_approve=True)
     allow(chat_agent, tool)
     return tool
 
 
 @pytest.fixture
 def paused_turn(conversation, talk, model_server, refund_tool):
-    model_server.enqueue(tool_calls(call("refund__issue", {"note": "damaged", "amount": 20}, id="call_r")))
+    model_server.enqueue(
+        tool_calls(
+            call("refund__issue", {"note": "damaged", "amount": 20}, id="call_r"),
+            content="The order arrived damaged, so I am asking for a refund.",
+        )
+    )
     turn = talk(conversation, "Please refund my damaged order")
     assert turn.status == TurnStatus.WAITING_APPROVAL
     return turn
@@ -55,6 +61,9 @@ def test_a_call_needing_approval_parks_the_turn_with_what_it_needs(paused_turn, 
     assert paused_turn.steps.last().kind == StepKind.PAUSE
     assert "approval" in paused_turn.output
     assert len(model_server.requests) == 1
+    # The approver reads the conversation and the agent's own words for the call.
+    assert request.context["conversation"][-1] == {"from": "customer", "text": "Please refund my damaged order"}
+    assert request.context["agent_reason"] == "The order arrived damaged, so I am asking for a refund."
 
 
 def test_approval_resumes_the_turn_runs_the_call_once_and_the_model_sees_the_result(
@@ -98,6 +107,24 @@ def test_rejection_reaches_the_model_and_nothing_runs(
     assert told["status"] == ApprovalStatus.REJECTED
     assert "rejected" in told["message"] and "Outside policy" in told["message"]
     assert turn.status == TurnStatus.COMPLETED
+
+
+def test_expiry_reaches_the_model_and_nothing_runs(
+    paused_turn, executions, model_server, django_capture_on_commit_callbacks
+):
+    model_server.enqueue(reply("Nobody could approve the refund in time; a colleague will follow up."))
+    request = ApprovalRequest.objects.get(turn_id=str(paused_turn.pk))
+    ApprovalRequest.objects.filter(pk=request.pk).update(
+        due_at=timezone.now() - timedelta(hours=2), expires_at=timezone.now() - timedelta(minutes=1)
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert approvals.expire_overdue() == 1
+
+    assert executions == []
+    told = json.loads(model_server.requests[1]["messages"][-1]["content"])
+    assert told["status"] == ApprovalStatus.EXPIRED and "expired" in told["message"]
+    assert Turn.objects.get(pk=paused_turn.pk).status == TurnStatus.COMPLETED
 
 
 def test_nobody_decides_their_own_request_and_a_rejection_needs_a_reason(paused_turn, people, actor):

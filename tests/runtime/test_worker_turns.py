@@ -55,7 +55,8 @@ def provider(tenant, model_server):
 @pytest.fixture
 def ticket_tool(tenant, chat_agent):
     """``ticket_tool(risk_tier)``: the real ticket.create built-in (it runs on the worker and
-    leaves an InternalTicket), granted to support agents and on the agent's allowlist."""
+    leaves an InternalTicket), granted to support agents (support leads may approve it) and on
+    the agent's allowlist."""
 
     def make(risk_tier=RiskTier.LOW):
         tool = builtin_tool(
@@ -68,6 +69,7 @@ def ticket_tool(tenant, chat_agent):
             reversible=True,  # assist mode runs only reversible tools
         )
         grant(tool, "support_agent")
+        grant(tool, "support_lead", may_approve=True)
         allow(chat_agent, tool)
         return tool
 
