@@ -12,7 +12,7 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html
 
-from apps.accounts.admin_scoping import TenantScopedAdminMixin, TenantScopedHistoryAdmin
+from apps.accounts.admin_scoping import RecordOnlyAdminMixin, TenantScopedAdminMixin, TenantScopedHistoryAdmin
 from apps.accounts.models import Role
 
 from . import services
@@ -134,19 +134,8 @@ class HandoffQueueAdmin(TenantScopedHistoryAdmin):
             self.save_formset(request, form, formset, change=change)
 
 
-class ReadOnlyAdmin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Handoff)
-class HandoffAdmin(ReadOnlyAdmin, TenantScopedAdminMixin, admin.ModelAdmin):
+class HandoffAdmin(RecordOnlyAdminMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = ["id", "created_at", "tenant", "reason_code", "subject", "queue", "priority", "status", "due_at"]
     list_filter = ["status", "priority", ("queue", admin.RelatedOnlyFieldListFilter), "reason_code"]
     list_select_related = ["tenant", "queue"]

@@ -3,11 +3,8 @@ with its own database connection) decide one request released together by a barr
 each runs what follows its commit in its own thread, as an eager worker would. Whatever
 the timing, the action runs exactly once and the quorum is counted right."""
 
-import threading
-
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 
 from apps.approvals import services
 from apps.approvals.choices import ApprovalStatus
@@ -16,6 +13,7 @@ from apps.tools.gateway import execute_approved
 from controlplane.celery import app as celery_app
 from tests.accounts.factories import member
 from tests.audit.helpers import chained
+from tests.concurrency import all_at_once
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -34,29 +32,6 @@ def in_process_tasks():
     celery_app.conf.task_always_eager = True
     yield
     celery_app.conf.task_always_eager = previous
-
-
-def all_at_once(calls) -> list:
-    """Run each callable in its own thread, released together; their results or exceptions."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = calls[index]()
-        except Exception as error:  # the test reads it
-            results[index] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(index,)) for index in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 def approve_as(user, request_id):

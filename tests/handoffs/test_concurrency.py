@@ -2,8 +2,6 @@
 each with its own connection, released together. One claim wins and the others are told
 who has it; an overdue handoff is escalated once however many sweeps run."""
 
-import threading
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -13,6 +11,7 @@ from apps.handoffs import services
 from apps.handoffs.models import Handoff
 from tests.accounts.factories import member
 from tests.audit.helpers import chained
+from tests.concurrency import all_at_once
 
 from .factories import make_handoff
 
@@ -27,33 +26,11 @@ def _postgresql_only():
         pytest.skip("row locks need PostgreSQL (SQLite serialises writers); run with DATABASE_URL")
 
 
-def at_once(calls: list[Callable[[], object]]) -> list:
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = calls[index]()
-        except Exception as error:  # the test reads it
-            results[index] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
-
-
 def test_one_of_many_simultaneous_claims_wins(tenant, queues):
     handoff = make_handoff(tenant)
     workers = [member(tenant, "support_agent", username=f"worker{number}") for number in range(THREADS)]
 
-    results = at_once([lambda by=by: services.claim(handoff_id=handoff.pk, by=by) for by in workers])
+    results = all_at_once([lambda by=by: services.claim(handoff_id=handoff.pk, by=by) for by in workers])
 
     won = [result for result in results if isinstance(result, Handoff)]
     lost = [result for result in results if isinstance(result, services.HandoffStateError)]
@@ -68,7 +45,7 @@ def test_simultaneous_sweeps_escalate_an_overdue_handoff_once(tenant, queues):
     handoff = make_handoff(tenant)
     moment = handoff.due_at + timedelta(minutes=1)
 
-    results = at_once([lambda: services.escalate_overdue(now=moment) for _ in range(THREADS)])
+    results = all_at_once([lambda: services.escalate_overdue(now=moment) for _ in range(THREADS)])
 
     assert sorted(len(result) for result in results) == [0] * (THREADS - 1) + [1], results
     escalated = Handoff.objects.get()

@@ -3,11 +3,9 @@ own database connection) released at the same moment by a barrier. Whatever the 
 an approved call runs once, one idempotency key runs once, and a per-minute limit lets
 exactly its number through."""
 
-import threading
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
 
 from apps.agents.choices import RolloutMode
 from apps.approvals.models import ApprovalRequest
@@ -16,6 +14,7 @@ from apps.tools.gateway import execute_approved, invoke
 from apps.tools.models import ToolCall
 
 from ..audit.helpers import chained
+from ..concurrency import all_at_once
 from .conftest import counting_tool
 from .factories import allow, context_for, grant
 
@@ -29,25 +28,8 @@ THREADS = 8
 
 
 def at_once(call: Callable[[], object]) -> list:
-    """Run ``call`` in THREADS threads released together; their results (or exceptions)."""
-    barrier = threading.Barrier(THREADS)
-    results: list = [None] * THREADS
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = call()
-        except Exception as error:  # reported by the test, not lost in the thread
-            results[index] = error
-        finally:
-            connection.close()  # each thread's own connection: never left open
-
-    threads = [threading.Thread(target=worker, args=(index,)) for index in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads)
+    """Run ``call`` in THREADS threads released together; their results (none may raise)."""
+    results = all_at_once([call] * THREADS)
     errors = [result for result in results if isinstance(result, Exception)]
     assert not errors, errors
     return results
