@@ -223,7 +223,7 @@ def test_a_paused_turn_resumes_on_the_worker_once_a_lead_approves(
     assert not InternalTicket.objects.exists()
     assert len(model_server.requests) == 1
 
-    with pytest.raises(PermissionDenied, match="on their own behalf"):
+    with pytest.raises(PermissionDenied, match="somebody else must decide"):
         approvals.decide(request.pk, by=actor_as_lead, approve=True)
     assert ApprovalRequest.objects.get(pk=request.pk).status == ApprovalStatus.PENDING
 
