@@ -1,6 +1,7 @@
 from django import forms
 
 from .choices import RISK_TIERS, ApprovalStatus
+from .selectors import QueueFilters
 
 
 class QueueFilterForm(forms.Form):
@@ -34,10 +35,11 @@ class QueueFilterForm(forms.Form):
             tools = [*tools, chosen]
         self.fields["tool"].choices = [("", "Any tool"), *((name, name) for name in tools)]
 
-    def filters(self) -> dict:
-        if not self.is_bound:
-            return {"status": ApprovalStatus.PENDING}
-        return self.cleaned_data
+    def filters(self) -> QueueFilters:
+        """What to show: the default view (pending) unless a valid filter was sent."""
+        if not self.is_bound or not self.is_valid():
+            return QueueFilters()
+        return QueueFilters(**self.cleaned_data)
 
 
 class DecisionForm(forms.Form):

@@ -11,7 +11,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.accounts.models import Tenant
-from apps.accounts.permissions import tenant_ids_with_permission
 from apps.agents.models import Agent
 
 from . import rules
@@ -143,24 +142,15 @@ def queue_rows(user, requests: list[ApprovalRequest], *, now=None) -> list[Queue
     """Rows for one page: SLA status and whether ``user`` may decide each, in two queries
     for the whole page (the approver rule), never one per row."""
     now = now or timezone.now()
-    approvable = rules.approvable(user, {(request.tenant_id, request.tool_name) for request in requests})
-    decidable_tenants = _tenants_where_user_decides(user, {request.tenant_id for request in requests})
+    refusals = rules.refusals(user, requests)
     return [
         QueueRow(
             request,
             sla_status(request.status, request.due_at, request.expires_at, now),
-            request.status == ApprovalStatus.PENDING
-            and request.requested_by_id != user.pk
-            and request.tenant_id in decidable_tenants
-            and (request.tenant_id, request.tool_name) in approvable,
+            request.status == ApprovalStatus.PENDING and not refusals[request.pk],
         )
         for request in requests
     ]
-
-
-def _tenants_where_user_decides(user, tenant_ids: set[int]) -> set[int]:
-    allowed = tenant_ids_with_permission(user, "approvals.change_approvalrequest")
-    return set(tenant_ids) if allowed is None else set(tenant_ids) & allowed
 
 
 def filter_choices(user) -> dict:

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps import audit
-from apps.accounts.permissions import has_tenant_permission, roles_in_tenant
+from apps.accounts.permissions import roles_in_tenant
 from controlplane.celery import enqueue_on_commit
 
 from . import rules
@@ -108,15 +108,8 @@ def open_request(
 
 
 def may_decide(user, request: ApprovalRequest) -> str:
-    """Why ``user`` may not decide ``request``, or '' when they may. The same rules as
-    ``decide``, for pages that show or hide the buttons."""
-    if not has_tenant_permission(user, request.tenant_id, "approvals.change_approvalrequest"):
-        return "You may not decide approval requests in this tenant."
-    if request.requested_by_id == user.pk:
-        return "The agent acted for you: somebody else must decide this request."
-    if (request.tenant_id, request.tool_name) not in rules.approvable(user, [(request.tenant_id, request.tool_name)]):
-        return f"None of your roles holds a grant that lets you approve {request.tool_name}."
-    return ""
+    """Why ``user`` may not decide ``request``, or '' when they may (``rules.refusals``)."""
+    return rules.refusals(user, [request])[request.pk]
 
 
 def decide(request_id: int, *, by, approve: bool, comment: str = "") -> ApprovalRequest:

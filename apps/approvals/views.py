@@ -35,10 +35,7 @@ def _htmx(request) -> bool:
 def queue(request):
     _require_visible(request.user)
     form = QueueFilterForm(request.GET, choices=selectors.filter_choices(request.user))
-    valid = form.is_valid() if form.is_bound else True
-    filters = selectors.QueueFilters(**{key: value for key, value in form.filters().items() if value is not None})
-    if not valid:
-        filters = selectors.QueueFilters()
+    filters = form.filters()
     page = Paginator(selectors.queue(request.user, filters), PAGE_SIZE).get_page(request.GET.get("page"))
     rows = selectors.queue_rows(request.user, list(page.object_list))
     context = {"form": form, "page": page, "rows": rows, "filters": filters}
