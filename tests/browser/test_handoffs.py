@@ -7,7 +7,6 @@ import pytest
 from apps.accounts.models import Role
 from apps.agents.choices import RolloutMode
 from apps.handoffs.models import Handoff
-from controlplane.celery import app as celery_app
 from tests.accounts.factories import member
 from tests.agents.factories import AgentFactory
 from tests.handoffs.factories import make_handoff, make_queue
@@ -15,15 +14,6 @@ from tests.handoffs.factories import make_handoff, make_queue
 from .test_suspend_agent import sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _turns_run_in_the_request():
-    """The embedded default's behaviour also under make test-services (no worker here)."""
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = previous
 
 
 @pytest.fixture

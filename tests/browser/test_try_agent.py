@@ -5,7 +5,6 @@ the offline model answers by quoting the approved source."""
 import pytest
 
 from apps.agents.choices import RolloutMode
-from controlplane.celery import app as celery_app
 from tests.accounts.factories import member
 from tests.agents.factories import AgentFactory
 from tests.knowledge.factories import source
@@ -13,15 +12,6 @@ from tests.knowledge.factories import source
 from .test_suspend_agent import sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _turns_run_in_the_request():
-    """The embedded default's behaviour also under make test-services (no worker here)."""
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = previous
 
 
 def test_an_agent_owner_tries_an_agent_and_reads_the_trace(page, live_server, tenant):
