@@ -41,6 +41,7 @@ class GuardContext:
     channel: str = ""
     conversation_id: str | None = None
     turn_id: str | None = None
+    evaluation: bool = False  # an evaluation run: checked like any turn, but never counted against anyone
 
 
 @dataclass
@@ -199,13 +200,13 @@ def check_input(text: str, context: GuardContext) -> Verdict:
     allow. Every verdict but allow is audited with the rules that fired (never the text).
     """
     now = timezone.now()
-    lockout = _locked_out(context, now)
+    lockout = None if context.evaluation else _locked_out(context, now)
     if lockout is not None:
         verdict = Verdict("kill", ["locked_out"], message=LOCKED_OUT_REFUSAL, locked_out=True)
         _audit_verdict(context, verdict)
         return verdict
     policy = effective_policy(context.tenant_id, context.agent_id)
-    if _rate_limited(context, policy, now):
+    if not context.evaluation and _rate_limited(context, policy, now):
         verdict = Verdict("refuse", ["rate_limit.per_user_per_minute"], message=GENERIC_REFUSAL)
         _audit_verdict(context, verdict)
         return verdict
@@ -227,7 +228,7 @@ def check_input(text: str, context: GuardContext) -> Verdict:
                 actions.append(pii_actions[finding.kind])
     action = _worst(actions)
     verdict = Verdict(action, rules, sorted(kinds), message=GENERIC_REFUSAL if action in ("kill", "refuse") else "")
-    if action == "kill":
+    if action == "kill" and not context.evaluation:
         _count_kill(context, verdict, policy, now)
     if action != "allow":
         _audit_verdict(context, verdict)

@@ -20,6 +20,14 @@ FALLBACK_MESSAGE = (
     "would you like me to hand this over?"
 )
 MODEL_FAILURE_MESSAGE = "I'm sorry, I can't answer right now. Please try again in a moment, or ask for a person."
+TOOL_FAILURE_MESSAGE = (
+    "I'm sorry, I couldn't reach our systems to do that just now, so nothing was changed. Please try again "
+    "in a little while, or I can hand this to a member of our team."
+)
+TOOL_DENIED_MESSAGE = (
+    "I'm sorry, that isn't something I'm allowed to do here. A member of our team can help: would you like "
+    "me to hand this over?"
+)
 CLARIFY_MESSAGE = "Could you tell me a little more, for example the order number or which product this is about?"
 ESCALATION_MESSAGE = "I'm handing this to a colleague who can help; they will see everything we discussed here."
 LIMIT_MESSAGE = "I'm sorry, this request needs more work than I'm allowed to do on my own. I'm passing it on."
@@ -150,12 +158,16 @@ def decide(
     tool_outcomes: list[str],
     earlier_fallbacks: int,
     triggers: list[Trigger],
+    conflicts: list | tuple = (),
 ) -> Outcome:
     """Decide after the model answered. ``passages`` are the turn's retrieved passages in
-    label order, ``tool_outcomes`` the gateway outcomes of this turn's calls, and
-    ``earlier_fallbacks`` how many turns in a row before this one fell back."""
+    label order, ``tool_outcomes`` the gateway outcomes of this turn's calls,
+    ``earlier_fallbacks`` how many turns in a row before this one fell back, and
+    ``conflicts`` pairs of passage labels whose sources disagree (an open conflict hint)."""
     triggers = list(triggers)
     cited = cited_labels(content, len(passages))
+    if conflicts:
+        triggers.append(source_conflict(cited, conflicts, passages))
     confidence = max((passages[label - 1].coverage for label in cited), default=None)
     threshold = float(agent.confidence_threshold or Decimal(0))
     if cited:
@@ -175,6 +187,14 @@ def decide(
     elif any(outcome in ("proposed", "suggested") for outcome in tool_outcomes) and content.strip():
         triggers.append(Trigger("low_confidence", True, False, "Proposes an action for a person to take."))
         outcome = Outcome(Decision.ANSWER, "proposed_action", content, None)
+    elif "failed" in tool_outcomes:
+        # Whatever the model made of it, the customer hears that the system failed, not a
+        # request for details they already gave, nor an answer built on a result never read.
+        triggers.append(Trigger("low_confidence", True, False, "A business system failed; nothing rests on it."))
+        outcome = Outcome(Decision.FALLBACK, "tool_failed", TOOL_FAILURE_MESSAGE, 0.0)
+    elif "denied" in tool_outcomes:
+        triggers.append(Trigger("low_confidence", True, False, "The action was not allowed here."))
+        outcome = Outcome(Decision.FALLBACK, "tool_denied", TOOL_DENIED_MESSAGE, 0.0)
     elif content.strip().endswith("?"):
         triggers.append(Trigger("low_confidence", False, False, "A question back, not an answer."))
         outcome = Outcome(Decision.CLARIFY, "model_asked", content, None)
@@ -196,6 +216,17 @@ def decide(
     if fired is not None:
         outcome.decision, outcome.reason, outcome.message = Decision.ESCALATE, fired.name, ESCALATION_MESSAGE
     return outcome
+
+
+def source_conflict(cited: list[int], conflicts, passages: list) -> Trigger:
+    """Fires when the answer cites a source that an open conflict hint pairs with another
+    source retrieved for the same question: two approved versions of one truth, and only
+    their owners can say which is right, so a person answers meanwhile."""
+    clashing = sorted({label for pair in conflicts for label in pair if set(pair) & set(cited)})
+    if not clashing:
+        return Trigger("source_conflict", True, False, "No cited source disagrees with another retrieved one.")
+    titles = ", ".join(f"“{passages[label - 1].source_title}”" for label in clashing if label <= len(passages))
+    return Trigger("source_conflict", True, True, f"The answer rests on sources that disagree: {titles}.")
 
 
 def repeated_failure(agent, earlier_fallbacks: int, this_one_failed: bool) -> Trigger:

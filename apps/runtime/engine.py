@@ -36,6 +36,7 @@ from apps.approvals.choices import ApprovalStatus
 from apps.approvals.models import ApprovalRequest
 from apps.guardrails import services as guardrails
 from apps.handoffs import services as handoffs
+from apps.knowledge.models import ConflictHint
 from apps.knowledge.retrieval import RetrievalContext, retrieve
 from apps.tools import gateway
 from apps.tools.choices import TIERS_NEEDING_APPROVAL, Outcome
@@ -57,7 +58,16 @@ from .models import Conversation, Step, Turn
 logger = logging.getLogger(__name__)
 
 # What a turn accumulates as it runs, saved at every checkpoint and at the end.
-RUNNING_TOTALS = ("model", "offline", "prompt_version", "input_tokens", "output_tokens", "cost", "model_ms")
+RUNNING_TOTALS = (
+    "model",
+    "offline",
+    "prompt_version",
+    "rollout_mode",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "model_ms",
+)
 HISTORY_TURNS = 10  # earlier turns of the conversation the model sees
 PASSAGES_PER_TURN = 4
 DEFAULT_SYSTEM_PROMPT = "You are a careful customer support assistant."
@@ -131,6 +141,7 @@ def _open(turn: Turn) -> _Run:
         segment=conversation.segment,
         product=conversation.plan,
         brand=conversation.brand,
+        evaluation=conversation.evaluation,
     )
     last_step = turn.steps.aggregate(last=Max("number"))["last"] or 0
     return _Run(turn, conversation, agent, context, _model_for(agent, turn.state), turn.state or {}, last_step)
@@ -195,6 +206,11 @@ def _begin(run_: _Run) -> bool:
     """The steps before the model: may the agent run, the input guardrails, retrieval, and
     the input escalation triggers. False when the turn ended here."""
     turn, agent = run_.turn, run_.agent
+    # The setup the turn runs on, recorded even when it ends before any model call (a
+    # guardrail refusal, an early handoff): reviews of it count for that prompt and model.
+    turn.rollout_mode = agent.rollout_mode
+    turn.prompt_version = agent.current_prompt.number if agent.current_prompt_id else None
+    turn.model = run_.model.label
     permission = may_start_turn(agent.pk)
     if not permission.allowed:
         _finish_without_model(run_, Decision.REFUSE, "agent_unavailable", permission.reason, refused=True)
@@ -223,6 +239,7 @@ def _begin(run_: _Run) -> bool:
             brand=run_.conversation.brand,
         ),
         k=PASSAGES_PER_TURN,
+        record_gap=not run_.context.evaluation,
     )
     passages = [
         {**passage.citation(), "label": f"S{index}", "coverage": passage.coverage, "text": passage.text}
@@ -247,12 +264,12 @@ def _begin(run_: _Run) -> bool:
     triggers = decisions.input_triggers(agent, turn.input, sentiment)
     offered = _offered_tools(run_)
     model_name = _routed_model_name(agent, offered)
-    turn.prompt_version = agent.current_prompt.number if agent.current_prompt_id else None
     run_.state = {
         "messages": _first_messages(run_, passages),
         "tools": [vars(tool) for tool in offered],
         "passages": passages,
         "retrieval_status": retrieval.status,
+        "conflicts": _conflicting_labels(turn.tenant_id, passages),
         "sentiment": {"label": sentiment.label, "score": sentiment.score, "cues": sentiment.cues},
         "triggers": [trigger.as_dict() for trigger in triggers],
         "tool_outcomes": [],
@@ -262,12 +279,26 @@ def _begin(run_: _Run) -> bool:
         "model_name": model_name,
     }
     run_.model = _model_for(agent, run_.state)
+    turn.model = run_.model.label  # the routed model (the routine one when no risky tool is offered)
     early = decisions.escalate_before_model(triggers)
     if early is not None:
         _finish(run_, early)
         return False
     _checkpoint(run_)
     return True
+
+
+def _conflicting_labels(tenant_id: int, passages: list[dict]) -> list[list[int]]:
+    """Pairs of passage labels (1-based) whose sources an open conflict hint pairs."""
+    label_of = {}
+    for index, passage in enumerate(passages, start=1):
+        label_of.setdefault(passage["source_id"], index)
+    if len(label_of) < 2:
+        return []
+    pairs = ConflictHint.objects.open().filter(
+        tenant_id=tenant_id, source_id__in=list(label_of), other_source_id__in=list(label_of)
+    )
+    return [[label_of[one], label_of[other]] for one, other in pairs.values_list("source_id", "other_source_id")]
 
 
 def _offered_tools(run_: _Run) -> list[OfferedTool]:
@@ -352,6 +383,7 @@ def _advance(run_: _Run) -> None:
                 tool_outcomes=state["tool_outcomes"],
                 earlier_fallbacks=_earlier_fallbacks(run_.turn),
                 triggers=[decisions.Trigger.from_dict(entry) for entry in state["triggers"]],
+                conflicts=state.get("conflicts", []),
             ),
         )
         return
@@ -516,6 +548,16 @@ def _tool_call(run_: _Run, call: ToolCallRequest) -> dict | None:
         },
         latency_ms=result.latency_ms,
     )
+    simulated = _simulated_result(run_, tool_name, result)
+    if simulated is not None:
+        _step(
+            run_,
+            StepKind.TOOL_CALL,
+            f"{tool_name}: simulated {simulated['status']}",
+            {"tool": tool_name, "simulated": simulated},
+        )
+        state["tool_outcomes"].append(simulated["status"])
+        return simulated
     if result.outcome == Outcome.NEEDS_APPROVAL:
         state["pending"].append(
             {
@@ -528,6 +570,20 @@ def _tool_call(run_: _Run, call: ToolCallRequest) -> dict | None:
         return None
     state["tool_outcomes"].append(result.outcome)
     return result.for_model()
+
+
+def _simulated_result(run_: _Run, tool_name: str, result: gateway.ToolResult) -> dict | None:
+    """In an evaluation run, what a call the gateway would have executed answers: the case's
+    simulated result for that tool (a timeout, an error, a record), if it gives one. The
+    gateway's own decision stays in the trace, before it."""
+    simulated = (run_.conversation.simulated_tool_results or {}).get(tool_name)
+    if not run_.context.evaluation or simulated is None or result.reason_code != "evaluation":
+        return None
+    status = simulated.get("status", Outcome.EXECUTED)
+    answer = {"status": status, "message": str(simulated.get("message", ""))}
+    if "result" in simulated:
+        answer["result"] = simulated["result"]
+    return answer
 
 
 APPROVAL_CONTEXT_MESSAGES = 12  # the latest customer and agent messages an approver reads
@@ -675,7 +731,9 @@ def _finish(run_: _Run, outcome: decisions.Outcome, *, status: str | None = None
         },
     )
     handoff = None
-    if outcome.decision == Decision.ESCALATE:
+    if outcome.decision == Decision.ESCALATE and run_.context.evaluation:
+        _step(run_, StepKind.HANDOFF, f"evaluation run: would hand off ({outcome.reason})", {"evaluation": True})
+    elif outcome.decision == Decision.ESCALATE:
         handoff = _hand_off(run_, outcome, cited)
     now = timezone.now()
     turn.status = status or TurnStatus.COMPLETED

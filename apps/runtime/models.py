@@ -39,6 +39,15 @@ class Conversation(models.Model):
     plan = models.CharField(max_length=40, blank=True, help_text="The customer's plan or product.")
     brand = models.CharField(max_length=40, blank=True)
     status = models.CharField(max_length=12, choices=ConversationStatus.choices, default=ConversationStatus.OPEN)
+    evaluation = models.BooleanField(
+        default=False,
+        help_text="An evaluation run's conversation: tools never execute, nobody is handed it, and reports skip it.",
+    )
+    simulated_tool_results = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Evaluation only: what a tool the gateway would run answers instead, by tool name.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -70,6 +79,7 @@ class Turn(models.Model):
     model = models.CharField(max_length=200, blank=True, help_text="Provider and model, or the offline model.")
     offline = models.BooleanField(default=False, help_text="Answered by the offline model, not a real one.")
     prompt_version = models.PositiveIntegerField(null=True, blank=True)
+    rollout_mode = models.CharField(max_length=16, blank=True, help_text="The agent's rollout mode when the turn ran.")
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)

@@ -121,6 +121,45 @@ def submit_turn(*, conversation: Conversation, actor: User, text: str, client_ke
     raise TurnRefused(refusal)
 
 
+def run_evaluation_turn(
+    *, agent: Agent, actor: User, channel: str, text: str, subject: dict | None = None, simulated_tool_results=None
+) -> Turn:
+    """Run one message as a real turn in evaluation mode, here and now (the caller is an
+    evaluation run, already on a worker): the same guardrails, retrieval, model, gateway
+    decisions and decision layer as any turn, but no tool executes (a simulated result may
+    stand in for one the gateway would run), nobody is handed the conversation, nobody is
+    locked out, no knowledge gap is counted and reports leave it out. The caller checks who
+    may run evaluations; ``actor`` is whose roles the turn acts with."""
+    subject = dict(subject or {})
+    unknown = set(subject) - set(SUBJECT_FIELDS)
+    if unknown:
+        raise ValidationError(f"Unknown subject fields: {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            tenant_id=agent.tenant_id,
+            agent=agent,
+            actor=actor,
+            channel=channel,
+            evaluation=True,
+            simulated_tool_results=simulated_tool_results or None,
+            **subject,
+        )
+        turn = Turn.objects.create(
+            conversation=conversation, tenant_id=agent.tenant_id, agent=agent, actor=actor, number=1, input=text
+        )
+        audit.record(
+            audit.EventType.TURN_RECEIVED,
+            tenant=agent.tenant_id,
+            actor=actor,
+            agent=agent.pk,
+            conversation_id=str(conversation.pk),
+            turn_id=str(turn.pk),
+            payload={"channel": channel, "subject": subject.get("subject") or None, "number": 1, "evaluation": True},
+        )
+    engine.run(turn.pk)
+    return Turn.objects.get(pk=turn.pk)
+
+
 def _busy(conversation: Conversation) -> str:
     if conversation.status == ConversationStatus.HANDED_OFF:
         return "This conversation was handed to a person, who will answer; the agent takes no more turns in it."

@@ -87,6 +87,7 @@ class TurnContext:
             channel=self.channel,
             conversation_id=self.conversation_id or None,
             turn_id=self.turn_id or None,
+            evaluation=self.evaluation,
         )
 
     def scope(self) -> dict:
@@ -293,7 +294,9 @@ def _apply_mode(decision: Decision, tool: Tool, mode: str, context: TurnContext)
     """The rollout mode (and evaluation) can only make the decision stricter."""
     would = "execute" if decision.outcome == Outcome.EXECUTING else "wait for approval"
     if context.evaluation:
-        decision.outcome, decision.reason_code = Outcome.PROPOSED, "evaluation"
+        # What it would have done is the result an evaluation scores: keep it in the code.
+        code = "evaluation" if decision.outcome == Outcome.EXECUTING else "evaluation_approval"
+        decision.outcome, decision.reason_code = Outcome.PROPOSED, code
         decision.reason = f"Evaluation run: recorded, never executed (it would {would})."
     elif mode == RolloutMode.SHADOW:
         decision.outcome, decision.reason_code = Outcome.PROPOSED, "shadow"

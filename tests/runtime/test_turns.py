@@ -314,3 +314,38 @@ def test_a_conversation_handed_to_a_person_takes_no_more_turns(conversation, tal
     assert [event.data["reason"] for event in chained(event_type="turn.refused")] == [
         "This conversation was handed to a person, who will answer; the agent takes no more turns in it."[:100]
     ]
+
+
+def test_a_failed_tool_is_reported_as_a_failure_not_a_question(
+    tenant, chat_agent, conversation, talk, model_server, register_builtin
+):
+    def times_out(invocation):
+        raise TimeoutError("the order system did not answer")
+
+    register_builtin("tests.times_out", times_out, {"type": "object"})
+    tool = counting_tool(tenant, "orders.lookup", builtin="tests.times_out", description="Look up an order")
+    grant(tool, "support_agent")
+    allow(chat_agent, tool)
+    model_server.enqueue(
+        tool_calls(call("orders__lookup", {"note": "A-1042"})), reply("Could you give me your order number?")
+    )
+
+    turn = talk(conversation, "Where is order A-1042?")
+
+    assert turn.steps.get(kind=StepKind.TOOL_CALL).detail["outcome"] == Outcome.FAILED
+    assert (turn.decision, turn.decision_reason) == (Decision.FALLBACK, "tool_failed")
+    assert turn.output == decisions.TOOL_FAILURE_MESSAGE  # not a request for details the customer gave
+
+
+def test_a_denied_action_says_it_is_not_allowed(tenant, chat_agent, conversation, talk, model_server, executions):
+    tool = counting_tool(tenant, "orders.touch", description="Touch an order")
+    grant(tool, "support_agent", allowed_channels=["email"])  # offered, but not on this conversation's web chat
+    allow(chat_agent, tool)
+    model_server.enqueue(tool_calls(call("orders__touch", {"note": "x"})), reply("Which order do you mean?"))
+
+    turn = talk(conversation, "Touch my order")
+
+    assert executions == []
+    assert turn.steps.get(kind=StepKind.TOOL_CALL).detail["outcome"] == Outcome.DENIED
+    assert (turn.decision, turn.decision_reason) == (Decision.FALLBACK, "tool_denied")
+    assert turn.output == decisions.TOOL_DENIED_MESSAGE

@@ -557,8 +557,8 @@ def test_assist_executes_reversible_tools_only(tenant, agent, tool, allowed, con
     assert len(executions) == 1
 
 
-@pytest.mark.parametrize("tier", [RiskTier.LOW, RiskTier.HIGH])
-def test_an_evaluation_run_decides_and_records_but_never_executes(tenant, agent, people, tier, executions):
+@pytest.mark.parametrize(("tier", "would"), [(RiskTier.LOW, "evaluation"), (RiskTier.HIGH, "evaluation_approval")])
+def test_an_evaluation_run_decides_and_records_but_never_executes(tenant, agent, people, tier, would, executions):
     made = counting_tool(tenant, "orders.eval", risk_tier=tier, writes=True)
     allow(agent, made)
     grant(made, "support_agent")
@@ -566,7 +566,7 @@ def test_an_evaluation_run_decides_and_records_but_never_executes(tenant, agent,
 
     result = invoke(context, "orders.eval", {})
 
-    assert (result.outcome, result.reason_code) == (Outcome.PROPOSED, "evaluation")
+    assert (result.outcome, result.reason_code) == (Outcome.PROPOSED, would)  # what it would have done
     assert only_call().outcome == Outcome.PROPOSED
     assert not ApprovalRequest.objects.exists()
     assert executions == []
