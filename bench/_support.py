@@ -71,3 +71,17 @@ def services_line(database_name: str) -> str:
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+BENCH_GATE_OVERRIDE = "Benchmark agent: starts in the rollout mode the benchmark measures."
+
+
+def platform_admin():
+    """The platform administrator who sets up benchmark agents: they start in the rollout
+    mode a benchmark measures, overriding the rollout gates (recorded like any override)."""
+    from apps.accounts.models import User
+
+    admin, _created = User.objects.get_or_create(
+        username="bench-platform-admin", defaults={"is_superuser": True, "is_staff": True}
+    )
+    return admin

@@ -46,7 +46,7 @@ import uuid
 import warnings
 from decimal import Decimal
 
-from _support import configure, percentile, services_line, throwaway_database
+from _support import BENCH_GATE_OVERRIDE, configure, percentile, platform_admin, services_line, throwaway_database
 
 configure("approvals", redis_variable="APPROVALS_BENCH_REDIS_URL", redis_url="redis://127.0.0.1:6379/10")
 # The test client's host, over plain HTTP.
@@ -130,7 +130,8 @@ def build_tenant(number: int, size: int) -> dict:
     support = person("support", "Sasha Support", RoleKind.SUPPORT_AGENT)
     agents = [
         create_agent(
-            by=owner,
+            by=platform_admin(),
+            gate_override=BENCH_GATE_OVERRIDE,
             tenant=tenant,
             name=name,
             slug=slug,

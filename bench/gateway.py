@@ -45,7 +45,7 @@ import traceback
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from _support import configure, percentile, services_line, throwaway_database
+from _support import BENCH_GATE_OVERRIDE, configure, percentile, platform_admin, services_line, throwaway_database
 
 configure("gateway", redis_variable="GATEWAY_BENCH_REDIS_URL", redis_url="redis://127.0.0.1:6379/9")
 
@@ -100,7 +100,8 @@ def build_fixture() -> dict:
     user = User.objects.create_user(username="bench-support", password="bench-password")
     assign_role(user=user, role=roles[RoleKind.SUPPORT_AGENT])
     agent = create_agent(
-        by=owner,
+        by=platform_admin(),
+        gate_override=BENCH_GATE_OVERRIDE,
         tenant=tenant,
         name="Bench agent",
         slug="bench-agent",

@@ -54,7 +54,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from urllib.parse import quote
 
-from _support import REPOSITORY, configure, percentile, services_line, throwaway_database
+from _support import (
+    BENCH_GATE_OVERRIDE,
+    REPOSITORY,
+    configure,
+    percentile,
+    platform_admin,
+    services_line,
+    throwaway_database,
+)
 
 configure("turns", redis_variable="TURNS_BENCH_REDIS_URL", redis_url="redis://127.0.0.1:6379/12")
 
@@ -140,7 +148,8 @@ def build_fixture(base_url: str) -> dict:
     provider.full_clean()
     provider.save()
     agent = create_agent(
-        by=owner,
+        by=platform_admin(),
+        gate_override=BENCH_GATE_OVERRIDE,
         tenant=tenant,
         name="Bench agent",
         slug="bench-agent",

@@ -10,6 +10,7 @@ import base64
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -264,6 +265,9 @@ SPECTACULAR_SETTINGS = {
         "ApprovalStatusEnum": "apps.approvals.choices.ApprovalStatus",
         "HandoffStatusEnum": "apps.handoffs.choices.HandoffStatus",
         "HandoffPriorityEnum": "apps.handoffs.choices.TicketPriority",
+        "EvalRunStatusEnum": "apps.evals.choices.RunStatus",
+        "EvalResultStatusEnum": "apps.evals.choices.ResultStatus",
+        "DecisionEnum": "apps.runtime.choices.Decision",
     },
 }
 
@@ -393,4 +397,6 @@ CELERY_BEAT_SCHEDULE = {
     "runtime-recover-turns": {"task": "runtime.recover_turns", "schedule": 60.0},
     "approvals-expire": {"task": "approvals.expire_overdue", "schedule": 60.0},
     "handoffs-escalate": {"task": "handoffs.escalate_overdue", "schedule": 60.0},
+    # Every active weekly suite, Monday 03:00 (the Celery timezone, UTC).
+    "evals-weekly": {"task": "evals.run_weekly", "schedule": crontab(minute=0, hour=3, day_of_week="mon")},
 }

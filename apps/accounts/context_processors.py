@@ -9,9 +9,10 @@ def _may_anywhere(request, permission: str) -> bool:
 
 
 def work_navigation(request) -> dict:
-    """Whether to show the approval queue and the handoff queues in the top bar: the person
-    holds the permission to read them in some tenant. Lazy, like the audit link."""
+    """Whether to show the approval queue, the handoff queues and the evaluations in the top
+    bar: the person holds the permission to read them in some tenant. Lazy, like the audit link."""
     return {
         "show_approvals_link": SimpleLazyObject(lambda: _may_anywhere(request, "approvals.view_approvalrequest")),
         "show_handoffs_link": SimpleLazyObject(lambda: _may_anywhere(request, "handoffs.view_handoff")),
+        "show_evals_link": SimpleLazyObject(lambda: _may_anywhere(request, "evals.view_evalrun")),
     }

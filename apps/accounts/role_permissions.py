@@ -44,6 +44,9 @@ ROLE_POLICIES: dict[str, dict] = {
             "runtime.view_*",
             "runtime.add_conversation",
             "runtime.add_turn",
+            # What they actually did beside what a shadow agent proposed, and suggestions taken.
+            "evals.view_turnreview",
+            "evals.add_turnreview",
         ),
     },
     RoleKind.SUPPORT_LEAD: {
@@ -58,6 +61,8 @@ ROLE_POLICIES: dict[str, dict] = {
             "runtime.view_*",
             "runtime.add_conversation",
             "runtime.add_turn",
+            "evals.view_turnreview",
+            "evals.add_turnreview",
             *_NO_DELETES,
         ),
     },

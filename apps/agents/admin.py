@@ -1,3 +1,5 @@
+import copy
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -9,7 +11,7 @@ from apps.accounts.admin_scoping import TenantScopedHistoryAdmin
 from apps.accounts.permissions import has_tenant_permission
 
 from . import services
-from .choices import AgentStatus, Channel
+from .choices import AgentStatus, Channel, RolloutMode
 from .models import Agent, KillSwitch, ModelProvider, PromptVersion
 
 
@@ -42,6 +44,31 @@ class AgentForm(forms.ModelForm):
             self.initial["connected_systems"] = "\n".join(self.instance.connected_systems)
             if self.instance.current_prompt_id:
                 self.initial["system_prompt"] = self.instance.current_prompt.text
+
+    def clean(self):
+        """A move to a more autonomous mode must have passed its rollout gates, on the model
+        this same save leaves the agent with (services.update_agent checks it again)."""
+        cleaned = super().clean()
+        new_mode = cleaned.get("rollout_mode")
+        old_mode = self.instance.rollout_mode if self.instance.pk else RolloutMode.SHADOW
+        if not new_mode or not services.is_promotion(old_mode, new_mode):
+            return cleaned
+        if not self.instance.pk:
+            self.add_error("rollout_mode", "A new agent starts in shadow mode; promote it once it passes the gates.")
+            return cleaned
+        prompt = (cleaned.get("system_prompt") or "").strip()
+        current = self.instance.current_prompt.text.strip() if self.instance.current_prompt_id else ""
+        if prompt and prompt != current:
+            self.add_error("rollout_mode", "Publish the new prompt and evaluate it before promoting the agent.")
+            return cleaned
+        candidate = copy.copy(self.instance)
+        for name in ("model_provider", "model_name", "routine_model_name"):
+            if name in cleaned:
+                setattr(candidate, name, cleaned[name])
+        shortfalls = services.promotion_shortfalls(candidate, old_mode, new_mode)
+        if shortfalls:
+            self.add_error("rollout_mode", [f"Not earned yet: {old_mode} to {new_mode}.", *shortfalls])
+        return cleaned
 
     def clean_connected_systems(self):
         raw = self.cleaned_data.get("connected_systems") or ""

@@ -16,7 +16,7 @@ from apps.accounts.governance import record_change, require_tenant_permission, s
 from apps.accounts.governance import snapshot as _snapshot
 from apps.accounts.models import Tenant, User
 
-from .choices import AgentStatus
+from .choices import ROLLOUT_ORDER, AgentStatus, RolloutMode
 from .models import Agent, KillSwitch, PromptVersion
 
 # Limits on each turn and the business rules that hand a conversation to a person.
@@ -61,7 +61,7 @@ def _record_change(
 
 
 @transaction.atomic
-def create_agent(*, by: User, tenant: Tenant, prompt_text: str = "", **fields: Any) -> Agent:
+def create_agent(*, by: User, tenant: Tenant, prompt_text: str = "", gate_override: str = "", **fields: Any) -> Agent:
     require_tenant_permission(by, tenant.pk, "agents.add_agent", f"You may not create agents in {tenant}.")
     unknown = set(fields) - set(EDITABLE_AGENT_FIELDS)
     if unknown:
@@ -69,13 +69,17 @@ def create_agent(*, by: User, tenant: Tenant, prompt_text: str = "", **fields: A
     agent = Agent(tenant=tenant, **fields)
     agent.full_clean()
     save_with_history(agent, by=by, reason="Agent created")
+    try:  # a new agent has earned nothing yet: any mode above shadow passes the gates from there
+        overridden = _check_promotion(agent, RolloutMode.SHADOW, by=by, gate_override=gate_override)
+    except PromotionRefused as refused:
+        raise ValidationError({"rollout_mode": refused.messages}) from None
     _record_change(
         by=by,
         tenant=tenant,
         agent=agent,
         what="agent.created",
         changes=_diff({}, _snapshot(agent, ("status", *EDITABLE_AGENT_FIELDS))),
-        why="Agent created",
+        why="Agent created" + (f" (rollout gate overridden: {gate_override.strip()})" if overridden else ""),
     )
     if prompt_text.strip():
         publish_prompt(agent=agent, text=prompt_text, author=by, change_note="Initial prompt")
@@ -83,30 +87,109 @@ def create_agent(*, by: User, tenant: Tenant, prompt_text: str = "", **fields: A
     return agent
 
 
-@transaction.atomic
-def update_agent(*, agent: Agent, by: User, reason: str = "", **changes: Any) -> Agent:
-    """Apply inventory edits. Locks the row so two editors cannot interleave."""
+def update_agent(*, agent: Agent, by: User, reason: str = "", gate_override: str = "", **changes: Any) -> Agent:
+    """Apply inventory edits. Locks the row so two editors cannot interleave.
+
+    A change to a more autonomous rollout mode must pass the rollout gates (see
+    ``register_promotion_check``); a refusal is recorded in the audit trail with the numbers
+    that fell short. ``gate_override`` (a platform administrator's reason) lets it through,
+    recorded with the shortfalls it overrode.
+    """
+    try:
+        with transaction.atomic():
+            return _update_agent(agent=agent, by=by, reason=reason, gate_override=gate_override, **changes)
+    except PromotionRefused as refused:
+        record_change(
+            by=by,
+            tenant=refused.agent.tenant,
+            agent=refused.agent,
+            what="agent.promotion_refused",
+            payload={"rollout_mode": [refused.from_mode, refused.to_mode], "shortfalls": refused.shortfalls},
+            event_type=audit.EventType.PROMOTION_REFUSED,
+        )
+        raise ValidationError({"rollout_mode": refused.messages}) from None
+
+
+def _update_agent(*, agent: Agent, by: User, reason: str, gate_override: str, **changes: Any) -> Agent:
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
     require_tenant_permission(by, agent.tenant_id, "agents.change_agent", f"You may not edit agents in {agent.tenant}.")
     unknown = set(changes) - set(EDITABLE_AGENT_FIELDS)
     if unknown:
         raise ValidationError(f"These fields cannot be edited here: {', '.join(sorted(unknown))}.")
+    from_mode = agent.rollout_mode
     before = _snapshot(agent, changes)
     for field, value in changes.items():
         setattr(agent, field, value)
     agent.full_clean()
+    overridden = _check_promotion(agent, from_mode, by=by, gate_override=gate_override)
     save_with_history(agent, by=by, reason=reason or "Inventory edited")
     diff = _diff(before, _snapshot(agent, changes))
     if diff:
-        _record_change(
+        record_change(
             by=by,
             tenant=agent.tenant,
             agent=agent,
             what="agent.rollout_mode" if "rollout_mode" in diff else "agent.inventory",
-            changes=diff,
-            why=reason or "Inventory edited",
+            payload={
+                "changes": diff,
+                "why": reason or "Inventory edited",
+                **({"gate_override": gate_override.strip(), "shortfalls": overridden} if overridden else {}),
+            },
         )
     return agent
+
+
+# --- Rollout gates ----------------------------------------------------------------------------
+
+# Functions (agent, from_mode, to_mode) -> [why it falls short, ...], registered by the app
+# that owns the evidence (evals) in its AppConfig.ready: agents cannot import it.
+_promotion_checks: list = []
+
+
+def register_promotion_check(check) -> None:
+    if check not in _promotion_checks:
+        _promotion_checks.append(check)
+
+
+class PromotionRefused(Exception):
+    def __init__(self, agent: Agent, from_mode: str, to_mode: str, shortfalls: list[str]):
+        super().__init__("; ".join(shortfalls))
+        self.agent, self.from_mode, self.to_mode, self.shortfalls = agent, from_mode, to_mode, shortfalls
+
+    @property
+    def messages(self) -> list[str]:
+        moves = f"from {mode_name(self.from_mode)} to {mode_name(self.to_mode)}"
+        return [f"{self.agent.name} may not move {moves} yet.", *self.shortfalls]
+
+
+def mode_name(mode: str) -> str:
+    """A rollout mode as a sentence names it: "act with approval", "scoped autonomy"."""
+    return RolloutMode(mode).label.split(" (")[0].lower()
+
+
+def is_promotion(from_mode: str, to_mode: str) -> bool:
+    return ROLLOUT_ORDER.index(to_mode) > ROLLOUT_ORDER.index(from_mode)
+
+
+def promotion_shortfalls(agent: Agent, from_mode: str, to_mode: str) -> list[str]:
+    """Why moving ``agent`` from ``from_mode`` to ``to_mode`` is not earned yet (empty: it
+    is, or it is not a move to more autonomy)."""
+    if not is_promotion(from_mode, to_mode):
+        return []
+    return [why for check in _promotion_checks for why in check(agent, from_mode, to_mode)]
+
+
+def _check_promotion(agent: Agent, from_mode: str, *, by: User, gate_override: str) -> list[str]:
+    """Raise PromotionRefused unless the move is earned or overridden; the overridden
+    shortfalls (empty when nothing was overridden)."""
+    shortfalls = promotion_shortfalls(agent, from_mode, agent.rollout_mode)
+    if not shortfalls:
+        return []
+    if gate_override.strip():
+        if not by.is_superuser:
+            raise PermissionDenied("Only a platform administrator may override a rollout gate.")
+        return shortfalls
+    raise PromotionRefused(agent, from_mode, agent.rollout_mode, shortfalls)
 
 
 @transaction.atomic

@@ -66,6 +66,7 @@ class ApprovalRequest(models.Model):
             models.Index(fields=["status", "expires_at"], name="approval_expiry"),
             models.Index(fields=["tenant", "subject", "-created_at"], name="approval_subject_recent"),
             models.Index(fields=["tenant", "tool_name", "-created_at"], name="approval_tool_recent"),
+            models.Index(fields=["tenant", "decided_at"], name="approval_decided"),  # the dashboard's period
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=ApprovalStatus.values), name="approval_status_known"),

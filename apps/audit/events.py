@@ -24,5 +24,8 @@ class EventType(models.TextChoices):
     HANDOFF_ESCALATED = "handoff.escalated", "Handoff escalated (overdue)"
     CONFIG_CHANGED = "config.changed", "Configuration changed"
     AGENT_SUSPENDED = "agent.suspended", "Agent suspended"
+    PROMOTION_REFUSED = "agent.promotion_refused", "Promotion refused by a rollout gate"
+    EVAL_RUN_COMPLETED = "eval.run_completed", "Evaluation run completed"
+    TURN_REVIEWED = "turn.reviewed", "Turn reviewed by a person"
     EXPORT_CREATED = "export.created", "Export created"
     AUDIT_VERIFIED = "audit.verified", "Audit chain verified"

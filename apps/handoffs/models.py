@@ -253,6 +253,7 @@ class Handoff(models.Model):
             models.Index(fields=["tenant", "status", "due_at"], name="handoff_queue_order"),
             models.Index(fields=["status", "due_at"], name="handoff_overdue"),
             models.Index(fields=["tenant", "subject"], name="handoff_subject"),
+            models.Index(fields=["tenant", "created_at"], name="handoff_recent"),  # the dashboard's period
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=HandoffStatus.values), name="handoff_status_known"),

@@ -39,6 +39,13 @@ class KnowledgeSourceQuerySet(TenantScopedQuerySet):
     def with_list_relations(self):
         return self.select_related("tenant", "owner")
 
+    def overdue(self, today: datetime.date):
+        """Approved and past the review date: ``KnowledgeSource.is_overdue`` as a query (the
+        same rule, for reports that count rather than look at one source)."""
+        return self.filter(status=Lifecycle.APPROVED).filter(
+            models.Q(review_due_on__isnull=True) | models.Q(review_due_on__lt=today)
+        )
+
 
 class KnowledgeSource(models.Model):
     """A document agents may draw on: owned, reviewed on a cadence, scoped, and approved

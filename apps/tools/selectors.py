@@ -166,12 +166,13 @@ def _within(queryset: QuerySet, path: str, tenant_ids: set[int] | None) -> Query
 
 
 def grant_usage_report(
-    user: User, *, days: int = UNUSED_AFTER_DAYS, now: datetime.datetime | None = None
+    user: User, *, days: int = UNUSED_AFTER_DAYS, now: datetime.datetime | None = None, tenant_id: int | None = None
 ) -> UsageReport:
     """For each tenant where ``user`` may view grants: each role's active grants and how long
     each has gone unused (a grant that never authorised a call counts from its creation);
     and, where the user may also view tool calls, each agent's allowlisted tools with when
     the agent last executed each, and the tools it tried to call outside its allowlist.
+    ``tenant_id`` narrows the report to that one tenant (the governance dashboard's).
 
     A fixed number of queries whatever the number of roles, grants, agents or calls: rows
     are read per kind and call history is aggregated in the database.
@@ -181,6 +182,9 @@ def grant_usage_report(
     grant_tenants = tenant_ids_with_permission(user, "tools.view_grant")
     call_tenants = tenant_ids_with_permission(user, "tools.view_toolcall")
     revoke_tenants = tenant_ids_with_permission(user, "tools.change_grant")
+    if tenant_id is not None:  # that one tenant, where the user may see it at all
+        grant_tenants = {tenant_id} if grant_tenants is None or tenant_id in grant_tenants else set()
+        call_tenants = {tenant_id} if call_tenants is None or tenant_id in call_tenants else set()
     if grant_tenants is not None and not grant_tenants:
         return UsageReport(days=days, generated_at=now, tenants=[])
     if grant_tenants is not None and call_tenants is not None:

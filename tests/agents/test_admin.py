@@ -61,7 +61,7 @@ def add_form_data(tenant, owner_user, **overrides) -> dict:
         "environment": Environment.STAGING,
         "channels": ["web_chat", "email"],
         "connected_systems": "Zendesk\nShopify\n\nZendesk",
-        "rollout_mode": RolloutMode.SUGGEST,
+        "rollout_mode": RolloutMode.SHADOW,
         "model_provider": "",
         "model_name": "",
         "max_steps_per_turn": "6",
@@ -207,13 +207,22 @@ def test_agent_owner_adds_an_agent_with_its_first_prompt(client, tenant, people)
     assert agent.channels == ["web_chat", "email"]
     assert agent.connected_systems == ["Zendesk", "Shopify"]
     assert agent.environment == Environment.STAGING
-    assert agent.rollout_mode == RolloutMode.SUGGEST
+    assert agent.rollout_mode == RolloutMode.SHADOW
     assert agent.status == AgentStatus.ACTIVE
     assert [(version.number, version.text) for version in agent.prompt_versions.all()] == [
         (1, "You help customers with returns.")
     ]
     assert agent.current_prompt.number == 1
     assert agent.history.first().history_user == owner
+
+
+def test_a_new_agent_above_shadow_is_refused_with_the_reason_and_nothing_saved(client, tenant, people):
+    owner = people["agent_owner"]
+    response = logged_in(client, owner).post(ADD, add_form_data(tenant, owner, rollout_mode=RolloutMode.SUGGEST))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "starts in shadow mode" in " ".join(errors["rollout_mode"])
+    assert not Agent.objects.filter(slug="returns-helper").exists()
 
 
 def test_adding_without_a_prompt_creates_no_version(client, tenant, people):

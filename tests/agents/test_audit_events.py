@@ -31,12 +31,12 @@ def test_suspending_an_agent_records_who_why_and_the_status_change(agent, people
 
 def test_rollout_mode_change_is_a_config_change_with_the_diff(agent, people):
     services.update_agent(
-        agent=agent, by=people["agent_owner"], rollout_mode=RolloutMode.APPROVAL, reason="Eval gate passed"
+        agent=agent, by=people["agent_owner"], rollout_mode=RolloutMode.SUGGEST, reason="Too many overrides"
     )
 
     (event,) = chained(event_type="config.changed", reason="agent.rollout_mode")
-    assert event.data["payload"]["changes"] == {"rollout_mode": ["assist", "approval"]}
-    assert event.data["payload"]["why"] == "Eval gate passed"
+    assert event.data["payload"]["changes"] == {"rollout_mode": ["assist", "suggest"]}
+    assert event.data["payload"]["why"] == "Too many overrides"
 
 
 def test_an_edit_that_changes_nothing_records_nothing(agent, people):

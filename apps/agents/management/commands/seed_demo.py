@@ -15,7 +15,7 @@ from apps.accounts.services import assign_role, create_tenant
 from apps.agents.choices import Channel, Environment, RolloutMode
 from apps.agents.demo import demo_seeders
 from apps.agents.models import Agent
-from apps.agents.services import create_agent
+from apps.agents.services import create_agent, update_agent
 
 DEMO_PASSWORD = "demo-pass-2026"  # noqa: S105 — documented demo credential, refused when DEBUG is off
 
@@ -113,8 +113,18 @@ class Command(BaseCommand):
         for spec in DEMO_AGENTS:
             if Agent.objects.filter(tenant=tenant, slug=spec["slug"]).exists():
                 continue
-            fields = {key: value for key, value in spec.items() if key != "prompt"}
-            create_agent(by=owner, tenant=tenant, owner=owner, prompt_text=spec["prompt"], **fields)
+            fields = {key: value for key, value in spec.items() if key not in ("prompt", "rollout_mode")}
+            agent = create_agent(by=owner, tenant=tenant, owner=owner, prompt_text=spec["prompt"], **fields)
+            if spec["rollout_mode"] != RolloutMode.SHADOW:
+                # A new agent starts in shadow and earns more through its rollout gates. The demo
+                # shows agents further along, so its platform administrator overrides the gates,
+                # which the audit trail records with every number that fell short.
+                update_agent(
+                    agent=agent,
+                    by=platform_admin,
+                    rollout_mode=spec["rollout_mode"],
+                    gate_override="Demo data: this agent shows the product in its rollout mode.",
+                )
 
         self._record_sample_turn(tenant, people)
         for seeder in demo_seeders():
