@@ -85,3 +85,24 @@ def platform_admin():
         username="bench-platform-admin", defaults={"is_superuser": True, "is_staff": True}
     )
     return admin
+
+
+def setup_for_pages() -> None:
+    """``django.setup()`` for a benchmark that fetches pages with Django's test client (after
+    ``configure``): its host over plain HTTP, and static names served unhashed, since a
+    benchmark run does not collect static files."""
+    import warnings
+
+    os.environ["ALLOWED_HOSTS"] = "testserver"
+    os.environ["SECURE_SSL_REDIRECT"] = "false"
+    # WhiteNoise looks for collected static files, which a benchmark run does not make.
+    warnings.filterwarnings("ignore", "No directory at", UserWarning)
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

@@ -30,35 +30,17 @@ python bench/dashboard.py [--renders 40] [--verbose] [--keep]
 
 import argparse
 import datetime
-import os
 import random
 import statistics
 import time
 import uuid
-import warnings
 from contextlib import contextmanager
 from decimal import Decimal
 
-from _support import configure, percentile, services_line, throwaway_database
+from _support import configure, percentile, services_line, setup_for_pages, throwaway_database
 
 configure("dashboard", redis_variable="DASHBOARD_BENCH_REDIS_URL", redis_url="redis://127.0.0.1:6379/11")
-# The test client's host, over plain HTTP.
-os.environ["ALLOWED_HOSTS"] = "testserver"
-os.environ["SECURE_SSL_REDIRECT"] = "false"
-# WhiteNoise looks for collected static files, which a benchmark run does not make.
-warnings.filterwarnings("ignore", "No directory at", UserWarning)
-
-import django  # noqa: E402 — settings come from the environment set above
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-
-# No collectstatic in a benchmark run: serve static names unhashed (before anything reads them).
-settings.STORAGES = {
-    **settings.STORAGES,
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
+setup_for_pages()  # django.setup() for pages fetched with the test client
 
 from django.core.cache import cache  # noqa: E402
 from django.db import connection  # noqa: E402

@@ -58,28 +58,7 @@ class EvalCaseSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EvalCase
-        fields = [
-            "id",
-            "suite",
-            "name",
-            "category",
-            "input",
-            "channel",
-            "subject",
-            "simulated_tool_results",
-            "expected_decision",
-            "must_cite",
-            "must_not_cite",
-            "must_call",
-            "must_not_call",
-            "must_execute",
-            "must_not_execute",
-            "must_include",
-            "must_not_include",
-            "is_active",
-            "source_turn",
-            "created_at",
-        ]
+        fields = ["id", "suite", *services.CASE_FIELDS, "source_turn", "created_at"]
         read_only_fields = ["id", "source_turn", "created_at"]
         validators = []  # the service checks the (suite, name) uniqueness with a clear message
 

@@ -91,6 +91,20 @@ def _join(parts) -> SafeString:
     return mark_safe("".join(parts))  # noqa: S308 — every part was built by format_html
 
 
+def _gridlines(left: float, right: float, top: float, plot_height: float, steps, label: Callable) -> SafeString:
+    """Horizontal grid lines at ``steps`` (0 to 1 of the plot's height), each labelled on the left."""
+    return format_html_join(
+        "",
+        '<line class="gridline" x1="{}" x2="{}" y1="{}" y2="{}"/>'
+        '<text class="axis" x="{}" y="{}" text-anchor="end" dominant-baseline="middle">{}</text>',
+        (
+            (left, WIDTH - right, y, y, left - 6, y, label(step))
+            for step in steps
+            for y in (_n(top + plot_height * (1 - step)),)
+        ),
+    )
+
+
 def bar_chart(
     *,
     chart_id: str,
@@ -109,23 +123,7 @@ def bar_chart(
     plot_width, plot_height = WIDTH - left - right, height - top - bottom
     slot = plot_width / len(bars)
     bar_width = min(56.0, slot * 0.62)
-    grid = format_html_join(
-        "",
-        '<line class="gridline" x1="{}" x2="{}" y1="{}" y2="{}"/>'
-        '<text class="axis" x="{}" y="{}" text-anchor="end" dominant-baseline="middle">{}</text>',
-        (
-            (
-                left,
-                WIDTH - right,
-                _n(top + plot_height * (1 - step)),
-                _n(top + plot_height * (1 - step)),
-                left - 6,
-                _n(top + plot_height * (1 - step)),
-                value_text(max_value * step),
-            )
-            for step in (0, 0.25, 0.5, 0.75, 1)
-        ),
-    )
+    grid = _gridlines(left, right, top, plot_height, (0, 0.25, 0.5, 0.75, 1), lambda step: value_text(max_value * step))
     shapes = []
     for index, bar in enumerate(bars):
         share = max(0.0, min(1.0, bar.value / max_value)) if max_value else 0.0
@@ -232,23 +230,7 @@ def stacked_daily_bars(
     maximum = max(2, nice_ceiling(max(totals_by_day)))  # whole numbers at the axis' middle tick too
     slot = plot_width / len(days)
     bar_width = max(1.0, slot * 0.78)
-    grid = format_html_join(
-        "",
-        '<line class="gridline" x1="{}" x2="{}" y1="{}" y2="{}"/>'
-        '<text class="axis" x="{}" y="{}" text-anchor="end" dominant-baseline="middle">{}</text>',
-        (
-            (
-                left,
-                WIDTH - right,
-                _n(top + plot_height * (1 - step)),
-                _n(top + plot_height * (1 - step)),
-                left - 6,
-                _n(top + plot_height * (1 - step)),
-                count(maximum * step),
-            )
-            for step in (0, 0.5, 1)
-        ),
-    )
+    grid = _gridlines(left, right, top, plot_height, (0, 0.5, 1), lambda step: count(maximum * step))
     every = max(1, math.ceil(len(days) / 8))  # about eight dates along the axis, always the last one
     labelled = {index for index in range(0, len(days), every) if len(days) - 1 - index >= every / 2} | {len(days) - 1}
     shapes = []
