@@ -1,6 +1,7 @@
 """Conversations and turns in the admin: read-only records, each turn with its trace."""
 
 from django.contrib import admin
+from django.urls import reverse
 from django.utils.html import format_html
 
 from apps.accounts.admin_scoping import RecordOnlyAdminMixin, TenantScopedAdminMixin
@@ -45,6 +46,16 @@ class TurnAdmin(RecordOnlyAdminMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     inlines = [StepInline]
     show_full_result_count = False
     exclude = ["state"]  # a paused turn's messages: in the trace, not here
+    readonly_fields = ["incident"]
+
+    @admin.display(description="Incident")
+    def incident(self, turn):
+        """One action from a real turn to a regression case (the evals page checks who may)."""
+        if turn.conversation.evaluation:
+            return "An evaluation turn: its case is its test."
+        return format_html(
+            '<a href="{}">Make an eval case from this turn</a>', reverse("evals:case_from_turn", args=[turn.pk])
+        )
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, turn):

@@ -112,3 +112,20 @@ def test_the_run_action_queues_a_run_for_the_suites_agent(
         follow=True,
     )
     assert suite.runs.count() == 1
+
+
+def test_a_turns_admin_page_makes_an_incident_into_a_case(client, suite, owner, people, run, returns_source):
+    from apps.runtime.models import Conversation, Turn
+
+    real = Conversation.objects.create(tenant=suite.tenant, agent=suite.agent, actor=people["support_agent"])
+    turn = Turn.objects.create(
+        conversation=real, tenant=suite.tenant, agent=suite.agent, actor=people["support_agent"], number=1, input="?"
+    )
+    case(suite, owner, name="returns", input="How many days to return?", must_cite=[returns_source.pk])
+    evaluation_turn = run(suite).results.get().turn
+    client.force_login(owner)
+
+    page = client.get(reverse("admin:runtime_turn_change", args=[turn.pk])).content.decode()
+    assert reverse("evals:case_from_turn", args=[turn.pk]) in page
+    page = client.get(reverse("admin:runtime_turn_change", args=[evaluation_turn.pk])).content.decode()
+    assert "An evaluation turn: its case is its test." in page
