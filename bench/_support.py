@@ -106,3 +106,28 @@ def setup_for_pages() -> None:
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+def fetch(client, url: str, headers: dict):
+    """GET ``url`` with Django's test client; a page that does not answer 200 stops the run."""
+    response = client.get(url, **headers)
+    if response.status_code != 200:
+        raise SystemExit(f"GET {url} answered {response.status_code}")
+    return response
+
+
+def count_queries(client, url: str, headers: dict) -> tuple[int, list[str]]:
+    """The queries of one fetch of ``url``: how many, and each timed with its SQL."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        fetch(client, url, headers)
+    return len(captured), [f"{float(query['time']) * 1000:6.1f} ms  {query['sql']}" for query in captured]
+
+
+def p50_p95(samples: list[float]) -> str:
+    """Median and 95th percentile of samples in milliseconds."""
+    import statistics
+
+    return f"p50 {statistics.median(samples):6.1f} ms  p95 {percentile(samples, 0.95):6.1f} ms"

@@ -39,7 +39,6 @@ import argparse
 import datetime
 import random
 import re
-import statistics
 import time
 import uuid
 from decimal import Decimal
@@ -47,6 +46,9 @@ from decimal import Decimal
 from _support import (
     BENCH_GATE_OVERRIDE,
     configure,
+    count_queries,
+    fetch,
+    p50_p95,
     percentile,
     platform_admin,
     services_line,
@@ -61,7 +63,6 @@ from django.conf import settings  # noqa: E402
 from django.core.cache import cache  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 DATABASE_NAME = "bench_approvals"
@@ -217,13 +218,6 @@ def seed_requests(tenant, agents, support, second_lead, size: int, rng: random.R
 # --- Measuring ----------------------------------------------------------------------------
 
 
-def fetch(client: Client, url: str, headers: dict):
-    response = client.get(url, **headers)
-    if response.status_code != 200:
-        raise SystemExit(f"GET {url} answered {response.status_code}")
-    return response
-
-
 def check_queue_page(label: str, html: str, size: int, page_of: int | None) -> None:
     """The page shows what it should: the right number of rows, the total, Decide links."""
     rows = len(QUEUE_ROW.findall(html))
@@ -240,12 +234,6 @@ def check_queue_page(label: str, html: str, size: int, page_of: int | None) -> N
     if problems:
         count_line = html[html.find('id="queue-count"') :][:80]
         raise SystemExit(f"{label} ({size:,} rows): " + "; ".join(problems) + f" ({count_line})")
-
-
-def count_queries(client: Client, url: str, headers: dict) -> tuple[int, list[str]]:
-    with CaptureQueriesContext(connection) as captured:
-        fetch(client, url, headers)
-    return len(captured), [f"{float(query['time']) * 1000:6.1f} ms  {query['sql']}" for query in captured]
 
 
 def measure(fixture: dict, renders: int, verbose: bool) -> dict:
@@ -289,10 +277,6 @@ def measure(fixture: dict, renders: int, verbose: bool) -> dict:
             for statement in statements:
                 print(f"    {statement[:400]}")
     return {"samples": samples, "queries": queries}
-
-
-def p50_p95(samples: list[float]) -> str:
-    return f"p50 {statistics.median(samples):6.1f} ms  p95 {percentile(samples, 0.95):6.1f} ms"
 
 
 def shown(count) -> str:

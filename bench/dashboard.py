@@ -31,13 +31,21 @@ python bench/dashboard.py [--renders 40] [--verbose] [--keep]
 import argparse
 import datetime
 import random
-import statistics
 import time
 import uuid
 from contextlib import contextmanager
 from decimal import Decimal
 
-from _support import configure, percentile, services_line, setup_for_pages, throwaway_database
+from _support import (
+    configure,
+    count_queries,
+    fetch,
+    p50_p95,
+    percentile,
+    services_line,
+    setup_for_pages,
+    throwaway_database,
+)
 
 configure("dashboard", redis_variable="DASHBOARD_BENCH_REDIS_URL", redis_url="redis://127.0.0.1:6379/11")
 setup_for_pages()  # django.setup() for pages fetched with the test client
@@ -45,7 +53,6 @@ setup_for_pages()  # django.setup() for pages fetched with the test client
 from django.core.cache import cache  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 DATABASE_NAME = "bench_dashboard"
@@ -390,13 +397,6 @@ def thirty_day_start(now: datetime.datetime) -> datetime.datetime:
 # --- Measuring ----------------------------------------------------------------------------
 
 
-def fetch(client: Client, url: str, headers: dict):
-    response = client.get(url, **headers)
-    if response.status_code != 200:
-        raise SystemExit(f"GET {url} answered {response.status_code}")
-    return response
-
-
 def check_page(fixture: dict, html: str) -> None:
     """The default page counts the right turns (evaluation turns left out) and draws every chart."""
     expected = fixture["real_turns_30_days"]
@@ -409,12 +409,6 @@ def check_page(fixture: dict, html: str) -> None:
         problems.append("the admin is missing a panel")
     if problems:
         raise SystemExit(f"{fixture['size']['label']} tenant: " + "; ".join(problems))
-
-
-def count_queries(client: Client, url: str, headers: dict) -> tuple[int, list[str]]:
-    with CaptureQueriesContext(connection) as captured:
-        fetch(client, url, headers)
-    return len(captured), [f"{float(query['time']) * 1000:6.1f} ms  {query['sql']}" for query in captured]
 
 
 def measure(fixture: dict, renders: int, verbose: bool) -> dict:
@@ -438,10 +432,6 @@ def measure(fixture: dict, renders: int, verbose: bool) -> dict:
             for statement in statements:
                 print(f"    {statement[:400]}")
     return {"samples": samples, "queries": queries}
-
-
-def p50_p95(samples: list[float]) -> str:
-    return f"p50 {statistics.median(samples):6.1f} ms  p95 {percentile(samples, 0.95):6.1f} ms"
 
 
 def describe(size: dict) -> str:
