@@ -558,11 +558,17 @@ def review_outcome(review: TurnReview) -> str:
     return "correct" if review.correct else "incorrect"
 
 
+def _reviewed_on_current_setup(agents) -> Q:
+    """Reviews that count for these agents' gates: of turns on each one's current prompt and model."""
+    condition = Q()
+    for agent in agents:
+        condition |= Q(agent_id=agent.pk, prompt_version=current_prompt_number(agent), model__in=model_labels(agent))
+    return condition
+
+
 def reviews_on_current_setup(agent: Agent):
     """The reviews that count for the agent's gates: turns on its current prompt and model."""
-    return TurnReview.objects.filter(
-        agent=agent, prompt_version=current_prompt_number(agent), model__in=model_labels(agent)
-    )
+    return TurnReview.objects.filter(_reviewed_on_current_setup([agent]))
 
 
 @dataclass
@@ -599,9 +605,30 @@ _METRIC_COUNTS = {
 }
 
 
+def review_metrics_for_agents(agents) -> dict[int, dict[str, tuple[Decimal | None, int, int]]]:
+    """{agent id: {metric: (rate, the count it is a rate of, reviews)}} on each agent's
+    current setup, in one query."""
+    counts = {}
+    for metric, (kind, condition) in _METRIC_COUNTS.items():
+        counts[f"{metric}_n"] = Count("pk", filter=Q(kind=kind))
+        counts[f"{metric}_k"] = Count("pk", filter=Q(kind=kind) & condition)
+    reviews = TurnReview.objects.filter(_reviewed_on_current_setup(agents))
+    counted = {row["agent_id"]: row for row in reviews.values("agent_id").annotate(**counts).order_by()}
+    return {agent.pk: _metrics_of(counted.get(agent.pk)) for agent in agents}
+
+
+def _metrics_of(row: dict | None) -> dict[str, tuple[Decimal | None, int, int]]:
+    row = row or {}
+    metrics = {}
+    for metric in _METRIC_COUNTS:
+        whole, part = row.get(f"{metric}_n", 0), row.get(f"{metric}_k", 0)
+        metrics[metric] = (_rate(part, whole), part, whole)
+    return metrics
+
+
 def review_metrics(agent: Agent) -> dict[str, tuple[Decimal | None, int, int]]:
     """{metric: (rate, the count it is a rate of, reviews)} on the current setup, in one query."""
-    return evidence_for_agents([agent])[agent.pk].metrics
+    return review_metrics_for_agents([agent])[agent.pk]
 
 
 def review_metric(agent: Agent, metric: str) -> tuple[Decimal | None, int, int]:
@@ -691,20 +718,6 @@ class GateReport:
         return [check.sentence for check in self.checks if not check.passed]
 
 
-def latest_gate_run(agent: Agent) -> EvalRun | None:
-    """The latest completed run on the agent's current prompt version and model."""
-    return (
-        EvalRun.objects.filter(
-            agent=agent,
-            status=RunStatus.COMPLETED,
-            prompt_version=current_prompt_number(agent),
-            model=model_identity(agent),
-        )
-        .order_by("-finished_at", "-pk")
-        .first()
-    )
-
-
 @dataclass
 class Evidence:
     """What every gate of an agent reads, read once: its gate rows, the latest run on its
@@ -722,7 +735,8 @@ def evidence_for(agent: Agent) -> Evidence:
 
 def evidence_for_agents(agents: list[Agent]) -> dict[int, Evidence]:
     """{agent id: its evidence} for a page of agents, in three queries however many agents,
-    runs and reviews: each agent's current setup is a condition of its own."""
+    runs and reviews: each agent's current setup is a condition of its own. The gate's run is
+    the latest completed one on that setup."""
     if not agents:
         return {}
     setups = Q()
@@ -736,33 +750,13 @@ def evidence_for_agents(agents: list[Agent]) -> dict[int, Evidence]:
         .filter(rank=1)
     )
     runs = {run.agent_id: run for run in latest}
-    reviewed = Q()
-    for agent in agents:
-        reviewed |= Q(agent_id=agent.pk, prompt_version=current_prompt_number(agent), model__in=model_labels(agent))
-    counts = {}
-    for metric, (kind, condition) in _METRIC_COUNTS.items():
-        counts[f"{metric}_n"] = Count("pk", filter=Q(kind=kind))
-        counts[f"{metric}_k"] = Count("pk", filter=Q(kind=kind) & condition)
-    counted = {
-        row["agent_id"]: row
-        for row in TurnReview.objects.filter(reviewed).values("agent_id").annotate(**counts).order_by()
-    }
+    metrics = review_metrics_for_agents(agents)
     gates: dict[int, dict[str, RolloutGate]] = {agent.pk: {} for agent in agents}
     for gate in RolloutGate.objects.filter(agent__in=[agent.pk for agent in agents]):
         gates[gate.agent_id][gate.target_mode] = gate
     return {
-        agent.pk: Evidence(gates=gates[agent.pk], run=runs.get(agent.pk), metrics=_metrics_of(counted.get(agent.pk)))
-        for agent in agents
+        agent.pk: Evidence(gates=gates[agent.pk], run=runs.get(agent.pk), metrics=metrics[agent.pk]) for agent in agents
     }
-
-
-def _metrics_of(row: dict | None) -> dict[str, tuple[Decimal | None, int, int]]:
-    row = row or {}
-    metrics = {}
-    for metric in _METRIC_COUNTS:
-        whole, part = row.get(f"{metric}_n", 0), row.get(f"{metric}_k", 0)
-        metrics[metric] = (_rate(part, whole), part, whole)
-    return metrics
 
 
 def gate_report(agent: Agent, target_mode: str, evidence: Evidence | None = None) -> GateReport:
