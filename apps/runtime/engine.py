@@ -255,7 +255,7 @@ def _begin(run_: _Run) -> bool:
     )
     audit.record(
         audit.EventType.KNOWLEDGE_RETRIEVED,
-        **_audit_refs(run_.turn),
+        **audit_refs(run_.turn),
         decision=retrieval.status,
         sources=[source["source_id"] for source in sources],
         payload={"withheld": retrieval.withheld} if retrieval.withheld else None,
@@ -467,7 +467,7 @@ def _call_model(run_: _Run):
     )
     audit.record(
         audit.EventType.MODEL_CALLED,
-        **_audit_refs(run_.turn),
+        **audit_refs(run_.turn),
         model=model.label,
         prompt_version=turn.prompt_version,
         latency_ms=round(reply.latency_ms, 3),
@@ -759,7 +759,7 @@ def _finish(run_: _Run, outcome: decisions.Outcome, *, status: str | None = None
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
     audit.record(
         audit.EventType.TURN_COMPLETED,
-        **_audit_refs(run_.turn),
+        **audit_refs(run_.turn),
         decision=outcome.decision,
         reason=outcome.reason[:100],
         outcome=turn.status,
@@ -823,7 +823,7 @@ def _fail(turn: Turn, why: str, *, step_number: int | None = None) -> None:
     )
     audit.record(
         audit.EventType.TURN_COMPLETED,
-        **_audit_refs(turn),
+        **audit_refs(turn),
         decision=Decision.FALLBACK,
         outcome=TurnStatus.FAILED,
         reason="turn_failed",
@@ -850,7 +850,7 @@ def _checkpoint(run_: _Run, *fields: str) -> None:
     turn.save(update_fields=["state", "lease_expires_at", *RUNNING_TOTALS, *fields])
 
 
-def _audit_refs(turn: Turn) -> dict:
+def audit_refs(turn: Turn) -> dict:
     """Who and what every audit event of a turn names."""
     return {
         "tenant": turn.tenant_id,

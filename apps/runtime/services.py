@@ -99,15 +99,7 @@ def submit_turn(*, conversation: Conversation, actor: User, text: str, client_ke
                 client_key=client_key,
                 input=text,
             )
-            audit.record(
-                audit.EventType.TURN_RECEIVED,
-                tenant=locked.tenant_id,
-                actor=actor,
-                agent=locked.agent_id,
-                conversation_id=str(locked.pk),
-                turn_id=str(turn.pk),
-                payload={"channel": locked.channel, "subject": locked.subject or None, "number": number},
-            )
+            _record_received(turn, locked)
             enqueue_on_commit("runtime.run_turn", str(turn.pk))
             return turn
     audit.record(
@@ -147,17 +139,22 @@ def run_evaluation_turn(
         turn = Turn.objects.create(
             conversation=conversation, tenant_id=agent.tenant_id, agent=agent, actor=actor, number=1, input=text
         )
-        audit.record(
-            audit.EventType.TURN_RECEIVED,
-            tenant=agent.tenant_id,
-            actor=actor,
-            agent=agent.pk,
-            conversation_id=str(conversation.pk),
-            turn_id=str(turn.pk),
-            payload={"channel": channel, "subject": subject.get("subject") or None, "number": 1, "evaluation": True},
-        )
+        _record_received(turn, conversation, evaluation=True)
     engine.run(turn.pk)
     return Turn.objects.get(pk=turn.pk)
+
+
+def _record_received(turn: Turn, conversation: Conversation, **extra) -> None:
+    audit.record(
+        audit.EventType.TURN_RECEIVED,
+        **engine.audit_refs(turn),
+        payload={
+            "channel": conversation.channel,
+            "subject": conversation.subject or None,
+            "number": turn.number,
+            **extra,
+        },
+    )
 
 
 def _busy(conversation: Conversation) -> str:

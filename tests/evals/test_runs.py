@@ -125,6 +125,8 @@ def test_evaluation_turns_touch_nothing_in_production(
     assert not KnowledgeGap.objects.exists()
     assert Conversation.objects.filter(evaluation=False).count() == 0
     assert done.results.filter(category="injection", status=ResultStatus.PASSED).count() == 5
+    received = [event.data["payload"] for event in chained(event_type="turn.received")]
+    assert len(received) == 8 and all(payload["evaluation"] is True for payload in received)
     person = done.results.get(case_name="person")
     assert person.decision == Decision.ESCALATE
     assert ToolCall.objects.exclude(outcome=Outcome.PROPOSED).count() == 0
