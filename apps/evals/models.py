@@ -201,10 +201,6 @@ class EvalCase(models.Model):
         return bool(self.expected_decision) or any(getattr(self, field) for field in LIST_EXPECTATIONS)
 
 
-class EvalRunQuerySet(TenantScopedQuerySet):
-    pass
-
-
 class EvalRun(models.Model):
     """One execution of a suite's active cases for one agent, on the agent's prompt version
     and model of that moment."""
@@ -235,7 +231,7 @@ class EvalRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = EvalRunQuerySet.as_manager()
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -337,10 +333,6 @@ class RolloutGate(models.Model):
             raise ValidationError(errors)
 
 
-class TurnReviewQuerySet(TenantScopedQuerySet):
-    pass
-
-
 class TurnReview(models.Model):
     """A person's review of a real turn: what they actually did beside what the agent
     proposed (shadow), whether they took the agent's suggestion (suggest), or whether the
@@ -363,7 +355,7 @@ class TurnReview(models.Model):
     reviewed_at = models.DateTimeField()
 
     history = HistoricalRecords()
-    objects = TurnReviewQuerySet.as_manager()
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-reviewed_at"]

@@ -29,7 +29,7 @@ from apps.agents.models import Agent
 from apps.agents.services import may_start_turn, mode_name
 from apps.knowledge.models import KnowledgeSource
 from apps.runtime import services as runtime
-from apps.runtime.choices import FINISHED_STATUSES, Decision, StepKind
+from apps.runtime.choices import FINISHED_STATUSES, StepKind
 from apps.runtime.models import Turn
 from apps.tools.models import AgentTool
 from controlplane.celery import enqueue_on_commit
@@ -816,7 +816,3 @@ def promotion_shortfalls(agent: Agent, from_mode: str, to_mode: str) -> list[str
         report = gate_report(agent, mode, evidence)
         shortfalls += [f"Gate into {mode_name(mode)}: {why}" for why in report.shortfalls]
     return shortfalls
-
-
-def expected_decision_choices() -> list[tuple[str, str]]:
-    return [("", "Any"), *Decision.choices]
