@@ -74,6 +74,9 @@ def redact_text(text: str, found: set[str]) -> str:
     return _PHONE.sub(phone, text)
 
 
+_LONGEST_PLAIN_NUMBER = 10**12  # a card number has at least 13 digits
+
+
 def redact_structure(value, found: set[str], text_redactor: Callable[[str, set], str] = redact_text):
     """Redact ``value`` (any JSON-like structure): credential-named keys wholesale, every
     string through ``text_redactor``; add the kinds removed to ``found``."""
@@ -90,6 +93,11 @@ def redact_structure(value, found: set[str], text_redactor: Callable[[str, set],
         return cleaned
     if isinstance(value, list | tuple):
         return [redact_structure(item, found, text_redactor) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _LONGEST_PLAIN_NUMBER:
+        # A card number sent as a JSON number is still a card number.
+        text = str(value)
+        redacted = text_redactor(text, found)
+        return value if redacted == text else redacted
     return value
 
 

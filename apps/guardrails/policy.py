@@ -18,6 +18,7 @@ DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
 
 ACTIONS = ("kill", "refuse", "flag", "allow")  # most severe first
 INPUT_ACTIONS = ("kill", "refuse", "flag")
+TOOL_ARGUMENT_ACTIONS = ("refuse", "allow")
 PII_KINDS = ("card", "ssn", "iban", "email", "phone", "secret")
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TOOL_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
@@ -63,7 +64,7 @@ def parse(document: str) -> tuple[dict, dict[tuple, int]]:
     except yaml.YAMLError as error:
         raise PolicyError(f"not valid YAML: {error}") from None
     if not isinstance(data, dict):
-        raise PolicyError("the policy must be a mapping of sections (input, output, rate_limits, lockout)", 1)
+        raise PolicyError("the policy must be a mapping of sections (input, output, tools, rate_limits, lockout)", 1)
     return data, _lines(node)
 
 
@@ -123,10 +124,11 @@ class _Checker:
                 "version": self.integer(1),
                 "input": self.input,
                 "output": self.output,
+                "tools": self.tools,
                 "rate_limits": self.rate_limits,
                 "lockout": self.lockout,
             },
-            required=("input", "output", "rate_limits", "lockout"),
+            required=("input", "output", "tools", "rate_limits", "lockout"),
         )
 
     def input(self, value, path):
@@ -180,6 +182,26 @@ class _Checker:
             {"redact": self.kinds, "tool_scope_check": self.boolean},
             required=("redact", "tool_scope_check"),
         )
+
+    def tools(self, value, path):
+        self.mapping(
+            value,
+            path,
+            {"arguments": self.tool_arguments, "allow_in_arguments": self.tool_kinds},
+            required=("arguments", "allow_in_arguments"),
+        )
+
+    def tool_arguments(self, value, path):
+        actions = {kind: self.choice(TOOL_ARGUMENT_ACTIONS) for kind in PII_KINDS}
+        self.mapping(value, path, actions, required=PII_KINDS)
+
+    def tool_kinds(self, value, path):
+        if not isinstance(value, dict):
+            self.fail(path, "must map tool names to lists of kinds, e.g. payout.create: [iban]")
+        for tool, kinds in value.items():
+            if not isinstance(tool, str) or not _TOOL_NAME.match(tool):
+                self.fail((*path, tool), "is not a tool name such as refund.issue")
+            self.kinds(kinds, (*path, tool))
 
     def kinds(self, value, path):
         if not isinstance(value, list):
@@ -257,6 +279,12 @@ class CompiledPolicy:
     @property
     def output_redact(self) -> tuple[str, ...]:
         return tuple(self.data["output"]["redact"])
+
+    def refused_in_arguments(self, tool_name: str) -> frozenset[str]:
+        """The kinds of personal data ``tool_name``'s arguments may not carry."""
+        tools = self.data["tools"]
+        allowed = set(tools["allow_in_arguments"].get(tool_name, ()))
+        return frozenset(kind for kind, action in tools["arguments"].items() if action == "refuse") - allowed
 
     @property
     def lockout(self) -> dict:

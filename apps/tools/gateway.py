@@ -5,7 +5,10 @@ one call, in this order:
 
 1. the agent may run (active, no kill switch) and belongs to the turn's tenant;
 2. the tool exists in that tenant, is active, its connection is not revoked;
-3. the arguments satisfy the tool's schema, and any argument naming a tenant names this one;
+3. the arguments satisfy the tool's schema, any argument naming a tenant names this one,
+   any naming a customer names the turn's (when it has one), and they carry no personal
+   data the guardrail policy keeps from tools (``tools.arguments``: card numbers, SSNs,
+   IBANs and secrets by default);
 4. the tool is on the agent's allowlist;
 5. the acting user's roles in the tenant hold grants for it: among the grants whose
    conditions hold (amount, verified subject, channel, daily limit) the strictest effect
@@ -188,21 +191,63 @@ def _names_a_tenant(key) -> bool:
     return isinstance(key, str) and "".join(filter(str.isalpha, key)).lower().startswith("tenant")
 
 
-def _named_tenants(value):
+def _named(value, names_one):
+    """Every plain value, at any depth, under a key for which ``names_one(key)`` holds."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if _names_a_tenant(key) and not isinstance(item, dict | list):
+            if names_one(key) and not isinstance(item, dict | list):
                 yield item
-            yield from _named_tenants(item)
+            yield from _named(item, names_one)
     elif isinstance(value, list):
         for item in value:
-            yield from _named_tenants(item)
+            yield from _named(item, names_one)
 
 
 def foreign_tenant(arguments: dict, run) -> bool:
     """Whether an argument names a tenant other than the turn's (by id, slug or name)."""
     own = {str(run.tenant_id), run.tenant_slug.lower(), run.tenant_name.strip().lower()}
-    return any(str(named).strip().lower() not in own for named in _named_tenants(arguments))
+    return any(str(named).strip().lower() not in own for named in _named(arguments, _names_a_tenant))
+
+
+# Keys naming the customer a call acts for, once case and separators are set aside:
+# customer_id, customerId, customer-number, ... (a customer_email or an e-mail's subject is not one).
+_CUSTOMER_KEYS = frozenset(
+    {"customer", "customerid", "customerno", "customernumber", "customerref", "customerreference"}
+)
+
+
+def _names_a_customer(key) -> bool:
+    return isinstance(key, str) and "".join(filter(str.isalpha, key)).lower() in _CUSTOMER_KEYS
+
+
+def foreign_customer(arguments: dict, context: TurnContext) -> bool:
+    """Whether an argument names a customer other than the turn's. A turn with no customer
+    (a person using an agent for their own work) may name any: their grants decide."""
+    if not context.subject:
+        return False
+    own = context.subject.strip().lower()
+    return any(str(named).strip().lower() != own for named in _named(arguments, _names_a_customer))
+
+
+PERSONAL_DATA_NAMES = {
+    "card": "a payment card number",
+    "ssn": "a social security number",
+    "iban": "a bank account number (IBAN)",
+    "email": "an e-mail address",
+    "phone": "a phone number",
+    "secret": "a password, key or other secret",
+}
+
+
+def _refused_personal_data(tool: Tool, kinds, found: facts.Facts) -> Decision | None:
+    refused = sorted(effective_policy_of(found.policy_documents).refused_in_arguments(tool.name) & set(kinds))
+    if not refused:
+        return None
+    what = " and ".join(PERSONAL_DATA_NAMES[kind] for kind in refused)
+    return _deny(
+        "personal_data_refused",
+        f"The arguments carry {what}, which the guardrail policy keeps out of {tool.name}; nothing was sent.",
+    )
 
 
 def _amount(tool: Tool, arguments: dict) -> Decimal | None:
@@ -379,10 +424,13 @@ def _count_limits(decision: Decision, tool: Tool, context: TurnContext, found: f
     return decision
 
 
-def authorize(context: TurnContext, found: facts.Facts, tool_name: str, arguments, *, approved=False) -> Decision:
+def authorize(
+    context: TurnContext, found: facts.Facts, tool_name: str, arguments, *, approved=False, argument_kinds=None
+) -> Decision:
     """Steps 1-8 of the module docstring, on what ``facts.read`` found. ``approved``: a
     human approved the call, so "needs approval" now means "executes", and the limits were
-    counted when it was asked."""
+    counted when it was asked. ``argument_kinds``: the personal data the arguments' redaction
+    found, when the caller has redacted them already (found here otherwise)."""
     run, tool = found.run, found.tool
     if not run.allowed:
         return _deny("agent_not_running", run.reason)
@@ -401,6 +449,11 @@ def authorize(context: TurnContext, found: facts.Facts, tool_name: str, argument
         return _deny("invalid_arguments", redact("Invalid arguments: " + "; ".join(problems) + ".")[0])
     if foreign_tenant(arguments, run):
         return _deny("cross_tenant", "An argument names another tenant; calls stay inside the turn's tenant.")
+    if foreign_customer(arguments, context):
+        return _deny("cross_customer", "An argument names another customer; calls act only for this conversation's.")
+    refusal = _refused_personal_data(tool, redact(arguments)[1] if argument_kinds is None else argument_kinds, found)
+    if refusal is not None:
+        return refusal
     if not tool.on_allowlist:
         return _deny("not_on_allowlist", f"{tool.name} is not on this agent's tool allowlist.")
     if not found.roles:
@@ -724,9 +777,10 @@ def invoke(
         if earlier is not None:
             return _replay(context, earlier, key, digest, tool_name)
     found = facts.read(context.tenant_id, context.agent_id, context.user_id, tool_name)
-    decision = authorize(context, found, tool_name, arguments)
+    redacted, kinds = redact(as_object)
+    decision = authorize(context, found, tool_name, arguments, argument_kinds=kinds)
     tool, arguments = found.tool, as_object
-    call = _new_call(context, tool, tool_name, arguments, redact(arguments)[0], digest, key, decision, found.run)
+    call = _new_call(context, tool, tool_name, arguments, redacted, digest, key, decision, found.run)
     if decision.outcome == Outcome.NEEDS_APPROVAL:
         call.pending_arguments = arguments
         with transaction.atomic():

@@ -6,7 +6,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from apps.guardrails import services
 from apps.guardrails.models import GuardrailPolicy
-from apps.guardrails.policy import PolicyError, default_document, merge, validate
+from apps.guardrails.policy import PolicyError, compile_layers, default_document, merge, validate
 
 from ..accounts.factories import member
 from ..audit.helpers import chained
@@ -40,6 +40,10 @@ def test_the_shipped_default_is_complete_and_valid():
         ),
         ("output:\n  redact: [card, passport]\n", 2, "must be one of card, ssn"),
         ("- just\n- a list\n", 1, "must be a mapping"),
+        ("tools:\n  arguments:\n    card: flag\n", 3, "tools.arguments.card: must be one of refuse, allow"),
+        ("tools:\n  allow_in_arguments:\n    payout.create: [pin]\n", 3, "must be one of card, ssn"),
+        ("tools:\n  allow_in_arguments: [iban]\n", 2, "must map tool names to lists of kinds"),
+        ("tools:\n  allow_in_arguments:\n    Not A Tool: [iban]\n", 3, "is not a tool name"),
     ],
 )
 def test_an_invalid_document_is_refused_with_its_line_and_reason(document, line, reason):
@@ -48,6 +52,18 @@ def test_an_invalid_document_is_refused_with_its_line_and_reason(document, line,
     assert error.value.line == line
     assert reason in str(error.value)
     assert str(error.value).startswith(f"line {line}:")
+
+
+def test_which_personal_data_a_tools_arguments_may_carry():
+    default = compile_layers(())
+    assert default.refused_in_arguments("crm.note_add") == {"card", "ssn", "iban", "secret"}
+
+    layered = compile_layers(
+        (("tenant", "tools:\n  arguments:\n    phone: refuse\n  allow_in_arguments:\n    payout.create: [iban]\n"),)
+    )
+
+    assert layered.refused_in_arguments("payout.create") == {"card", "ssn", "secret", "phone"}
+    assert layered.refused_in_arguments("crm.note_add") == {"card", "ssn", "iban", "secret", "phone"}
 
 
 def test_layers_merge_mappings_and_replace_lists():

@@ -209,6 +209,119 @@ def test_an_argument_naming_the_turns_tenant_is_fine(tenant, other_tenant, conte
     assert len(executions) == 1
 
 
+# --- Customers ------------------------------------------------------------------------------
+
+
+def loose_tool(tenant, agent, name="crm.touch"):
+    """A granted tool that takes any arguments."""
+    made = counting_tool(tenant, name, argument_schema={"type": "object"})
+    allow(agent, made)
+    grant(made, "support_agent")
+    return made
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"customer_id": "cust-43"},
+        {"customerId": "CUST-1"},
+        {"Customer-Number": 42},
+        {"filter": {"customer": "cust-43"}},
+        {"rows": [{"customer_id": "cust-42"}, {"customer_id": "cust-43"}]},
+    ],
+    ids=["id", "camel-case", "number", "nested", "in-a-list"],
+)
+def test_an_argument_naming_another_customer_is_denied(tenant, agent, context, executions, arguments):
+    loose_tool(tenant, agent)
+
+    result = invoke(context, "crm.touch", arguments)
+
+    assert (result.outcome, result.reason_code) == (Outcome.DENIED, "cross_customer")
+    assert "another customer" in result.message
+    assert executions == []
+    assert only_call().outcome == Outcome.DENIED
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"customer_id": "cust-42"}, {"customer_id": " CUST-42 "}, {"customer_email": "x@example.com", "subject": "Hi"}],
+    ids=["same", "same-any-case", "not-a-customer-key"],
+)
+def test_an_argument_naming_the_turns_customer_is_fine(tenant, agent, context, executions, arguments):
+    loose_tool(tenant, agent)
+
+    result = invoke(context, "crm.touch", arguments)
+
+    assert result.outcome == Outcome.EXECUTED, result.message
+    assert len(executions) == 1
+
+
+def test_a_turn_without_a_customer_may_name_any(tenant, agent, people, executions):
+    """A person using an agent for their own work (no customer in the turn): grants decide."""
+    loose_tool(tenant, agent)
+    context = context_for(agent, people["support_agent"], channel="web_chat")
+
+    assert invoke(context, "crm.touch", {"customer_id": "cust-43"}).executed
+
+
+# --- Personal data in arguments --------------------------------------------------------------
+
+CARD = "4111 1111 1111 1111"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"note": f"my card is {CARD}"}, "a payment card number"),
+        ({"note": "card", "amount": 4111111111111111}, "a payment card number"),
+        ({"note": "ssn 123-45-6789"}, "a social security number"),
+        ({"note": "to DE89 3704 0044 0532 0130 00"}, "a bank account number (IBAN)"),
+        ({"note": TOKEN}, "a password, key or other secret"),
+        ({"filter": {"password": "hunter2"}}, "a password, key or other secret"),
+    ],
+    ids=["card", "card-as-a-number", "ssn", "iban", "token", "secret-key"],
+)
+def test_personal_data_the_policy_refuses_never_reaches_the_tool(context, allowed, executions, arguments, named):
+    result = invoke(context, "orders.touch", arguments)
+
+    assert (result.outcome, result.reason_code) == (Outcome.DENIED, "personal_data_refused")
+    assert named in result.message and "nothing was sent" in result.message
+    assert executions == []
+    call = only_call()
+    assert CARD not in str(call.arguments) and "hunter2" not in str(call.arguments)
+    assert "4111111111111111" not in audit_bodies() and "hunter2" not in audit_bodies()
+    assert chained(event_type="tool.requested", reason="personal_data_refused").count() == 1
+
+
+def test_email_and_phone_reach_tools_by_default(context, allowed, executions):
+    note = f"call {EMAIL} or +1 415 555 0100"
+
+    result = invoke(context, "orders.touch", {"note": note})
+
+    assert result.executed
+    assert executions[0].arguments["note"] == note
+    assert EMAIL not in str(only_call().arguments)
+
+
+def test_a_policy_decides_which_kinds_a_tool_may_carry(tenant, agent, people, context, allowed, executions):
+    other = counting_tool(tenant, "orders.other")
+    allow(agent, other)
+    grant(other, "support_agent")
+    document = "tools:\n  arguments:\n    email: refuse\n  allow_in_arguments:\n    orders.touch: [card]\n"
+    policy = guardrails.save_policy(document=document, by=people["security"], tenant=tenant)
+    guardrails.activate_policy(policy=policy, by=people["security"])
+
+    card_to_exception = invoke(context, "orders.touch", {"note": CARD})
+    card_elsewhere = invoke(context, "orders.other", {"note": CARD})
+    email_anywhere = invoke(context, "orders.touch", {"note": EMAIL})
+
+    assert card_to_exception.executed
+    assert card_elsewhere.reason_code == "personal_data_refused"
+    assert email_anywhere.reason_code == "personal_data_refused"
+    assert "an e-mail address" in email_anywhere.message
+    assert [execution.arguments["note"] for execution in executions] == [CARD]
+
+
 def test_an_agent_of_another_tenant_is_denied(tenant, other_agent, people, allowed, executions):
     context = TurnContext(tenant_id=tenant.pk, agent_id=other_agent.pk, user_id=people["support_agent"].pk)
 
@@ -976,7 +1089,15 @@ def test_a_result_that_is_not_json_fails_the_call_and_is_recorded(tenant, agent,
 # --- The audit trail ---------------------------------------------------------------------------
 
 
-def test_requested_is_recorded_before_executed_and_arguments_are_redacted(agent, people, allowed, executions):
+def let_tools_carry_secrets(tenant, security, *tool_names) -> None:
+    """A tenant guardrail policy letting ``tool_names`` receive secrets (refused by default)."""
+    lines = "".join(f"    {name}: [secret]\n" for name in tool_names)
+    policy = guardrails.save_policy(document=f"tools:\n  allow_in_arguments:\n{lines}", by=security, tenant=tenant)
+    guardrails.activate_policy(policy=policy, by=security)
+
+
+def test_requested_is_recorded_before_executed_and_arguments_are_redacted(tenant, agent, people, allowed, executions):
+    let_tools_carry_secrets(tenant, people["security"], "orders.touch")
     context = context_for(agent, people["support_agent"], channel="web_chat", turn_id="turn-9", conversation_id="c-9")
     note = f"Customer {EMAIL} pasted {TOKEN} into the chat"
 
@@ -1002,8 +1123,9 @@ def test_requested_is_recorded_before_executed_and_arguments_are_redacted(agent,
     assert "[EMAIL]" in bodies
 
 
-def test_an_approval_request_and_its_events_hold_redacted_arguments(tenant, agent, context, executions):
+def test_an_approval_request_and_its_events_hold_redacted_arguments(tenant, agent, people, context, executions):
     high_tool(tenant, agent)
+    let_tools_carry_secrets(tenant, people["security"], "orders.refund")
     arguments = {"amount": 5, "note": f"refund {EMAIL}, {TOKEN}"}
 
     invoke(context, "orders.refund", arguments)
@@ -1092,6 +1214,20 @@ def assert_voided(result, call, request, executions, reason_code):
     approve(request)
     assert execute_approved(request.pk).reason_code == "not_executable"
     assert executions == []
+
+
+def test_a_policy_refusing_what_an_approved_call_carries_voids_it(tenant, agent, people, context, executions):
+    high_tool(tenant, agent)
+    waiting = invoke(context, "orders.refund", {"amount": 40, "note": f"reach me at {EMAIL}"})
+    call, request = ToolCall.objects.get(pk=waiting.call_id), ApprovalRequest.objects.get()
+    document = "tools:\n  arguments:\n    email: refuse\n"
+    policy = guardrails.save_policy(document=document, by=people["security"], tenant=tenant)
+    guardrails.activate_policy(policy=policy, by=people["security"])
+    approve(request)
+
+    result = execute_approved(request.pk)
+
+    assert_voided(result, call, request, executions, "personal_data_refused")
 
 
 @pytest.mark.parametrize("mode", [RolloutMode.SHADOW, RolloutMode.SUGGEST])
