@@ -1,7 +1,14 @@
 """What the sandbox systems do: look up orders, keep CRM notes, issue refunds, queue
 e-mails, forget customers. Each operation belongs to one tenant, found from the bearer
 token by ``authenticate``; a bad request raises a ``SandboxError`` whose message is safe to
-send back (it never repeats the token)."""
+send back (it never repeats the token).
+
+A request may name the customer it is for (the control plane's ``X-Controlplane-Subject``
+header, passed in as ``for_customer``). Then every operation on a customer's data is scoped
+to that customer: another customer's order or record is refused exactly as an unknown one
+is, so the answer does not reveal that it exists. The header present but empty matches no
+customer (it fails closed). Without it (staff tooling, an internal channel with no
+customer) nothing is scoped."""
 
 import hashlib
 import hmac
@@ -118,10 +125,21 @@ def _amount(value) -> Decimal:
 # --- Orders and customers -------------------------------------------------------------------
 
 
-def find_order(*, tenant: Tenant, number: str) -> SandboxOrder:
-    order = SandboxOrder.objects.filter(tenant=tenant, number=number).first()
+def _orders(tenant: Tenant, for_customer: str | None):
+    orders = SandboxOrder.objects.filter(tenant=tenant)
+    return orders if for_customer is None else orders.filter(customer_id=for_customer)
+
+
+def _no_order(number: str) -> NotFound:
+    return NotFound(f"There is no order {number} in this sandbox.")
+
+
+def find_order(*, tenant: Tenant, number: str, for_customer: str | None = None) -> SandboxOrder:
+    """The order ``number``; with ``for_customer``, only if it is that customer's (another
+    customer's order is "no order", word for word)."""
+    order = _orders(tenant, for_customer).filter(number=number).first()
     if order is None:
-        raise NotFound(f"There is no order {number} in this sandbox.")
+        raise _no_order(number)
     return order
 
 
@@ -129,8 +147,13 @@ def refunded_total(order: SandboxOrder) -> Decimal:
     return order.refunds.aggregate(total=Sum("amount"))["total"] or Decimal("0.00")
 
 
-def find_customer(*, tenant: Tenant, customer_id: str, for_update: bool = False) -> SandboxCustomer:
-    """A customer who has not been deleted (a deleted one is unknown from then on)."""
+def find_customer(
+    *, tenant: Tenant, customer_id: str, for_customer: str | None = None, for_update: bool = False
+) -> SandboxCustomer:
+    """A customer who has not been deleted (a deleted one is unknown from then on); with
+    ``for_customer``, only that customer (anyone else is unknown, word for word)."""
+    if for_customer is not None and customer_id != for_customer:
+        raise NotFound(f"There is no customer {customer_id} in this sandbox.")
     customers = SandboxCustomer.objects.filter(tenant=tenant, customer_id=customer_id, deleted_at__isnull=True)
     customer = (customers.select_for_update() if for_update else customers).first()
     if customer is None:
@@ -138,14 +161,14 @@ def find_customer(*, tenant: Tenant, customer_id: str, for_update: bool = False)
     return customer
 
 
-def customer_notes(*, tenant: Tenant, customer_id: str) -> list[SandboxCrmNote]:
-    find_customer(tenant=tenant, customer_id=customer_id)
+def customer_notes(*, tenant: Tenant, customer_id: str, for_customer: str | None = None) -> list[SandboxCrmNote]:
+    find_customer(tenant=tenant, customer_id=customer_id, for_customer=for_customer)
     return list(SandboxCrmNote.objects.filter(tenant=tenant, customer_id=customer_id))
 
 
 @transaction.atomic
-def add_note(*, tenant: Tenant, customer_id: str, text, author=None) -> SandboxCrmNote:
-    find_customer(tenant=tenant, customer_id=customer_id)
+def add_note(*, tenant: Tenant, customer_id: str, text, author=None, for_customer: str | None = None) -> SandboxCrmNote:
+    find_customer(tenant=tenant, customer_id=customer_id, for_customer=for_customer)
     return SandboxCrmNote.objects.create(
         tenant=tenant,
         customer_id=customer_id,
@@ -155,9 +178,11 @@ def add_note(*, tenant: Tenant, customer_id: str, text, author=None) -> SandboxC
 
 
 @transaction.atomic
-def queue_email(*, tenant: Tenant, customer_id, subject, body) -> SandboxEmail:
+def queue_email(*, tenant: Tenant, customer_id, subject, body, for_customer: str | None = None) -> SandboxEmail:
     """Put an e-mail to the customer in the outbox. The sandbox never sends it."""
-    customer = find_customer(tenant=tenant, customer_id=_text(customer_id, "customer_id", max_length=20))
+    customer = find_customer(
+        tenant=tenant, customer_id=_text(customer_id, "customer_id", max_length=20), for_customer=for_customer
+    )
     return SandboxEmail.objects.create(
         tenant=tenant,
         customer_id=customer.customer_id,
@@ -168,10 +193,12 @@ def queue_email(*, tenant: Tenant, customer_id, subject, body) -> SandboxEmail:
 
 
 @transaction.atomic
-def delete_customer(*, tenant: Tenant, customer_id: str) -> tuple[SandboxCustomer, int]:
+def delete_customer(
+    *, tenant: Tenant, customer_id: str, for_customer: str | None = None
+) -> tuple[SandboxCustomer, int]:
     """Forget a customer: mark it deleted and erase its CRM notes. Returns the customer
     and how many notes went. Orders stay (a shop keeps its books)."""
-    customer = find_customer(tenant=tenant, customer_id=customer_id, for_update=True)
+    customer = find_customer(tenant=tenant, customer_id=customer_id, for_customer=for_customer, for_update=True)
     customer.deleted_at = timezone.now()
     customer.save(update_fields=["deleted_at"])
     notes_deleted, _ = SandboxCrmNote.objects.filter(tenant=tenant, customer_id=customer_id).delete()
@@ -189,11 +216,12 @@ def _same_refund(earlier: SandboxRefund, order_number: str, amount: Decimal) -> 
 
 @transaction.atomic
 def create_refund(
-    *, tenant: Tenant, order_number, amount, reason, idempotency_key: str = ""
+    *, tenant: Tenant, order_number, amount, reason, idempotency_key: str = "", for_customer: str | None = None
 ) -> tuple[SandboxRefund, bool]:
     """Refund part or all of an order; (refund, created). A repeated ``idempotency_key``
     returns the first refund and creates nothing; never more than the order's total is
-    refunded, over all its refunds."""
+    refunded, over all its refunds. With ``for_customer``, only that customer's orders
+    can be refunded (another's is "no order")."""
     order_number = _text(order_number, "order_id", max_length=20)
     amount = _amount(amount)
     reason = _text(reason, "reason", max_length=500)
@@ -202,9 +230,9 @@ def create_refund(
         raise BadRequest("The Idempotency-Key header is too long (at most 200 characters).")
     # The order row is the lock: refunds of one order run one at a time, so two concurrent
     # requests cannot both see the same amount left, nor both miss the other's key.
-    order = SandboxOrder.objects.select_for_update().filter(tenant=tenant, number=order_number).first()
+    order = _orders(tenant, for_customer).select_for_update().filter(number=order_number).first()
     if order is None:
-        raise NotFound(f"There is no order {order_number} in this sandbox.")
+        raise _no_order(order_number)
     if key:
         earlier = SandboxRefund.objects.select_related("order").filter(tenant=tenant, idempotency_key=key).first()
         if earlier is not None:

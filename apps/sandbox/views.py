@@ -3,7 +3,8 @@
 
 The endpoints authenticate with the tenant's bearer token only (no session, no CSRF: they
 stand in for another company's API). Every answer carries ``"sandbox": true``; errors are
-JSON with a message, and no answer ever repeats the token.
+JSON with a message, and no answer ever repeats the token. A request carrying
+``X-Controlplane-Subject`` is scoped to that customer (see services.py).
 """
 
 import json
@@ -54,6 +55,11 @@ def sandbox_endpoint(*methods: str):
         return endpoint
 
     return decorate
+
+
+def _for_customer(request) -> str | None:
+    """The customer the control plane says this request is for (None: not for a customer)."""
+    return request.headers.get("X-Controlplane-Subject")
 
 
 def _body(request, *, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
@@ -120,16 +126,23 @@ def _email(email: SandboxEmail) -> dict:
 
 @sandbox_endpoint("GET")
 def order(request, tenant, number: str):
-    return _answer({"order": _order(services.find_order(tenant=tenant, number=number))})
+    found = services.find_order(tenant=tenant, number=number, for_customer=_for_customer(request))
+    return _answer({"order": _order(found)})
 
 
 @sandbox_endpoint("GET", "POST")
 def customer_notes(request, tenant, customer_id: str):
     if request.method == "GET":
-        notes = services.customer_notes(tenant=tenant, customer_id=customer_id)
+        notes = services.customer_notes(tenant=tenant, customer_id=customer_id, for_customer=_for_customer(request))
         return _answer({"customer_id": customer_id, "notes": [_note(note) for note in notes]})
     body = _body(request, required=("text",), optional=("author",))
-    note = services.add_note(tenant=tenant, customer_id=customer_id, text=body["text"], author=body.get("author"))
+    note = services.add_note(
+        tenant=tenant,
+        customer_id=customer_id,
+        text=body["text"],
+        author=body.get("author"),
+        for_customer=_for_customer(request),
+    )
     return _answer({"customer_id": customer_id, "note": _note(note)}, status=201)
 
 
@@ -142,6 +155,7 @@ def refunds(request, tenant):
         amount=body["amount"],
         reason=body["reason"],
         idempotency_key=request.headers.get("Idempotency-Key", ""),
+        for_customer=_for_customer(request),
     )
     return _answer({"refund": _refund(refund), "replayed": not created}, status=201 if created else 200)
 
@@ -150,14 +164,20 @@ def refunds(request, tenant):
 def emails(request, tenant):
     body = _body(request, required=("customer_id", "subject", "body"))
     email = services.queue_email(
-        tenant=tenant, customer_id=body["customer_id"], subject=body["subject"], body=body["body"]
+        tenant=tenant,
+        customer_id=body["customer_id"],
+        subject=body["subject"],
+        body=body["body"],
+        for_customer=_for_customer(request),
     )
     return _answer({"email": _email(email)}, status=201)
 
 
 @sandbox_endpoint("DELETE")
 def customer(request, tenant, customer_id: str):
-    deleted, notes_deleted = services.delete_customer(tenant=tenant, customer_id=customer_id)
+    deleted, notes_deleted = services.delete_customer(
+        tenant=tenant, customer_id=customer_id, for_customer=_for_customer(request)
+    )
     return _answer({"customer_id": deleted.customer_id, "deleted": True, "notes_deleted": notes_deleted})
 
 

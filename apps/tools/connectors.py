@@ -4,7 +4,10 @@ Two kinds. Built-in tools are Python functions registered by name (``register_bu
 this app's own are in builtins.py). The HTTP connector calls a connected system: method
 and path from the tool, arguments as path parameters and a JSON body (or query string),
 the credential from the tool's connection, the call's idempotency key as the
-``Idempotency-Key`` header so the system can drop a repeat.
+``Idempotency-Key`` header so the system can drop a repeat. When the turn is for a
+customer, ``X-Controlplane-Subject`` names them and ``X-Controlplane-Subject-Verified``
+says ("true" or "false") whether their identity was checked, so the system can answer
+with that customer's data only; a turn with no customer sends neither header.
 
 Only the gateway calls ``run``. The credential is revealed here, used for the one request
 and scrubbed from anything that comes back, so it cannot reach the model or a record.
@@ -12,6 +15,7 @@ and scrubbed from anything that comes back, so it cannot reach the model or a re
 
 import base64
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +118,32 @@ def _auth_headers(connection, secret: str) -> dict[str, str]:
     raise ConnectorError(f"Unknown authentication kind {connection.auth_kind!r}.")
 
 
+# Visible ASCII, spaces allowed inside but not at either end. httpx encodes header values
+# as ASCII (anything else, latin-1 included, raises UnicodeEncodeError before a byte is
+# sent) and h11 refuses CR, LF, NUL and surrounding whitespace; checking first turns all of
+# those into one clear refusal instead of a protocol error, and no value can ever add a
+# header of its own.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+
+
+def _subject_headers(context, system: str) -> dict[str, str]:
+    """Who the turn is for, so the system scopes the call to that customer; nothing when
+    the turn has no customer. A subject that cannot be a header value refuses the call
+    (unquoted: it is exactly the kind of text that must not travel further)."""
+    subject = context.subject
+    if not subject:
+        return {}
+    if not _HEADER_SAFE.fullmatch(subject):
+        raise ConnectorError(
+            f"The customer reference of this turn cannot be sent to {system}: "
+            "it may hold only printable ASCII characters, with no space at either end. Nothing was sent."
+        )
+    return {
+        "X-Controlplane-Subject": subject,
+        "X-Controlplane-Subject-Verified": "true" if context.subject_verified else "false",
+    }
+
+
 def _path_segment(arguments: dict, name: str) -> str:
     """One path argument, URL-quoted. Empty, "." and ".." are refused: an HTTP client
     resolves dot segments, so they would point the call at another path of the system."""
@@ -155,6 +185,7 @@ def scrub(value, secret: str):
 def call_http(invocation: Invocation) -> dict:
     tool = invocation.tool
     connection = tool.connection
+    subject_headers = _subject_headers(invocation.context, connection.system)
     try:
         secret = secrets.reveal(connection)
     except secrets.SecretUnavailable as error:
@@ -163,6 +194,7 @@ def call_http(invocation: Invocation) -> dict:
     headers = {
         "Accept": "application/json",
         "Idempotency-Key": invocation.idempotency_key,
+        **subject_headers,
         **_auth_headers(connection, secret),
     }
     try:

@@ -1,5 +1,6 @@
 """The sandbox systems answer only their own tenant's token, refund at most an order's
-total, refund once per idempotency key, and never echo the token."""
+total, refund once per idempotency key, never echo the token, and, told which customer a
+request is for, answer about that customer only."""
 
 import json
 from decimal import Decimal
@@ -269,6 +270,130 @@ def test_the_token_is_never_in_a_response(client, token):
     for response in responses:
         assert token not in response.content.decode()
         assert token not in str(response.headers)
+
+
+# --- Scoped to the customer the request is for ----------------------------------------------
+
+
+def _for(token: str, customer_id: str) -> dict:
+    return {**_auth(token), "X-Controlplane-Subject": customer_id, "X-Controlplane-Subject-Verified": "true"}
+
+
+def _notes_url(customer_id: str) -> str:
+    return reverse("sandbox:customer-notes", kwargs={"tenant_slug": "acme", "customer_id": customer_id})
+
+
+def _customer_url(customer_id: str) -> str:
+    return reverse("sandbox:customer", kwargs={"tenant_slug": "acme", "customer_id": customer_id})
+
+
+def _email(client, headers, customer_id="C-1002"):
+    body = {"customer_id": customer_id, "subject": "Your order", "body": "About your order."}
+    return client.post(
+        reverse("sandbox:emails", kwargs={"tenant_slug": "acme"}),
+        body,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+NO_CUSTOMER_C1002 = {"sandbox": True, "error": "There is no customer C-1002 in this sandbox."}
+
+
+def test_with_a_subject_the_customers_own_order_is_found(client, token):
+    response = client.get(_order_url("A-1043"), headers=_for(token, "C-1001"))
+    assert response.status_code == 200
+    assert response.json()["order"]["customer_id"] == "C-1001"
+
+
+def test_with_a_subject_another_customers_order_answers_exactly_as_an_unknown_order(client, tenant, token):
+    other = client.get(_order_url("A-1050"), headers=_for(token, "C-1001"))  # C-1002's order
+    SandboxOrder.objects.filter(tenant=tenant, number="A-1050").delete()
+    unknown = client.get(_order_url("A-1050"), headers=_for(token, "C-1001"))
+
+    assert other.status_code == unknown.status_code == 404
+    assert other.content == unknown.content
+    assert dict(other.headers) == dict(unknown.headers)
+    assert other.json() == {"sandbox": True, "error": "There is no order A-1050 in this sandbox."}
+    assert "marta" not in other.content.decode().lower()
+
+
+def test_with_a_subject_another_customers_order_is_not_refunded(client, tenant, token):
+    headers = {**_for(token, "C-1001"), "Idempotency-Key": "call-1"}
+    body = {"order_id": "A-1050", "amount": 10, "reason": "Kettle broke"}
+    response = client.post(_refunds_url(), body, content_type="application/json", headers=headers)
+
+    assert response.status_code == 404
+    assert response.json() == {"sandbox": True, "error": "There is no order A-1050 in this sandbox."}
+    assert not SandboxRefund.objects.exists()
+    assert SandboxOrder.objects.get(tenant=tenant, number="A-1050").status == SandboxOrderStatus.DELIVERED
+
+
+def test_with_a_subject_the_customers_own_order_is_refunded(client, tenant, token):
+    headers = {**_for(token, "C-1001"), "Idempotency-Key": "call-1"}
+    body = {"order_id": "A-1042", "amount": 10, "reason": "Arrived damaged"}
+    response = client.post(_refunds_url(), body, content_type="application/json", headers=headers)
+    assert response.status_code == 201
+    assert SandboxRefund.objects.get(tenant=tenant).order.number == "A-1042"
+
+
+def test_with_a_subject_another_customers_notes_are_refused_like_an_unknown_customer(client, tenant, token):
+    read = client.get(_notes_url("C-1002"), headers=_for(token, "C-1001"))
+    added = client.post(
+        _notes_url("C-1002"),
+        {"text": "Wrong customer."},
+        content_type="application/json",
+        headers=_for(token, "C-1001"),
+    )
+    unknown = client.get(_notes_url("C-9999"), headers=_auth(token))
+
+    assert read.status_code == added.status_code == unknown.status_code == 404
+    assert read.json() == added.json() == NO_CUSTOMER_C1002
+    assert unknown.json() == {"sandbox": True, "error": "There is no customer C-9999 in this sandbox."}
+    assert not SandboxCrmNote.objects.filter(tenant=tenant, customer_id="C-1002").exists()
+
+
+def test_with_a_subject_the_customers_own_notes_are_read_and_added(client, token):
+    headers = _for(token, "C-1001")
+    added = client.post(
+        _notes_url("C-1001"), {"text": "Sent a photo."}, content_type="application/json", headers=headers
+    )
+    assert added.status_code == 201
+    read = client.get(_notes_url("C-1001"), headers=headers)
+    assert read.status_code == 200
+    assert read.json()["notes"][0]["text"] == "Sent a photo."
+
+
+def test_with_a_subject_no_email_goes_to_another_customer(client, tenant, token):
+    response = _email(client, _for(token, "C-1001"), customer_id="C-1002")
+    assert response.status_code == 404
+    assert response.json() == NO_CUSTOMER_C1002
+    assert not SandboxEmail.objects.exists()
+    assert _email(client, _for(token, "C-1001"), customer_id="C-1001").status_code == 201
+
+
+def test_with_a_subject_another_customer_is_not_deleted(client, tenant, token):
+    response = client.delete(_customer_url("C-1002"), headers=_for(token, "C-1001"))
+    assert response.status_code == 404
+    assert response.json() == NO_CUSTOMER_C1002
+    assert SandboxCustomer.objects.get(tenant=tenant, customer_id="C-1002").deleted_at is None
+    assert client.delete(_customer_url("C-1001"), headers=_for(token, "C-1001")).status_code == 200
+
+
+def test_an_empty_subject_header_matches_no_customer(client, token):
+    headers = {**_auth(token), "X-Controlplane-Subject": ""}
+    assert client.get(_order_url("A-1042"), headers=headers).status_code == 404
+    assert client.get(_notes_url("C-1001"), headers=headers).status_code == 404
+
+
+def test_without_a_subject_nothing_is_scoped(client, tenant, token):
+    """Staff tooling and internal channels name no customer: every customer is reachable."""
+    assert client.get(_order_url("A-1050"), headers=_auth(token)).json()["order"]["customer_id"] == "C-1002"
+    assert client.get(_notes_url("C-1002"), headers=_auth(token)).status_code == 200
+    body = {"order_id": "A-1050", "amount": 10, "reason": "Kettle broke"}
+    assert client.post(_refunds_url(), body, content_type="application/json", headers=_auth(token)).status_code == 201
+    assert _email(client, _auth(token), customer_id="C-1002").status_code == 201
+    assert client.delete(_customer_url("C-1002"), headers=_auth(token)).status_code == 200
 
 
 # --- The overview page ----------------------------------------------------------------------

@@ -198,3 +198,24 @@ def test_a_seeded_agent_looks_up_an_order_in_the_live_sandbox(settings, mailoutb
     # The assistant may not refund (not on its allowlist), whatever agent.smith's grants say.
     refused = gateway.invoke(context, "refund.issue", {"order_id": "A-1042", "amount": 10, "reason": "Damaged"})
     assert refused.reason_code == "not_on_allowlist"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_seeded_agent_reads_only_its_customers_orders_in_the_live_sandbox(settings, mailoutbox, live_server):
+    settings.DEBUG = True
+    settings.CONTROLPLANE_BASE_URL = live_server.url
+    _seed()
+    assistant = Agent.objects.get(tenant__slug="acme", slug="support-assistant")
+    smith = User.objects.get(username="agent.smith")
+    context = context_for(assistant, smith, channel="web_chat", subject="C-1001", subject_verified=True)
+
+    own = gateway.invoke(context, "order.lookup", {"order_id": "A-1043"})
+    others = gateway.invoke(context, "order.lookup", {"order_id": "A-1050"})  # C-1002's kettle
+    unknown = gateway.invoke(context, "order.lookup", {"order_id": "A-9999"})
+
+    assert own.outcome == Outcome.EXECUTED, own.message
+    assert own.data["order"]["customer_id"] == "C-1001"
+    assert others.outcome == unknown.outcome == Outcome.FAILED
+    assert others.message == "Orders (sandbox) answered 404: There is no order A-1050 in this sandbox."
+    assert others.message == unknown.message.replace("A-9999", "A-1050")
+    assert "marta" not in str(others.for_model()).lower()

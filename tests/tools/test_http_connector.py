@@ -1,7 +1,8 @@
 """The HTTP connector end to end: ``gateway.invoke`` calls the sandbox systems served by a
-live server, with the connection's bearer token, once per idempotency key; failures and
-timeouts come back as failed calls (audited, not retried); a revoked connection is never
-called; and the token reaches no record."""
+live server, with the connection's bearer token, once per idempotency key, telling the
+system which customer the turn is for; failures and timeouts come back as failed calls
+(audited, not retried); a revoked connection is never called; and the token reaches no
+record."""
 
 import json
 import socket
@@ -282,3 +283,104 @@ def test_a_redirect_is_a_failed_call_not_a_result(tenant, people, token, autonom
 
     assert result.outcome == Outcome.FAILED
     assert "answered 302" in result.message
+
+
+# --- Who the call is for --------------------------------------------------------------------
+
+
+class RecordingServer:
+    """Answers every request with 200 and a JSON object, keeping the headers it received."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Record(BaseHTTPRequestHandler):
+            def do_GET(self):
+                received.append(dict(self.headers))
+                body = json.dumps({"ok": True}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def recording(tenant, people, token, autonomous):
+    server = RecordingServer()
+    recorded = connection(tenant, people["security"], name="recorded", secret=token, base_url=server.url)
+    _lookup_tool(tenant, recorded, autonomous)
+    yield server
+    server.server.shutdown()
+
+
+@pytest.mark.parametrize(("verified", "header"), [(True, "true"), (False, "false")])
+def test_the_turns_customer_is_sent_with_the_call(autonomous, people, recording, verified, header):
+    context = context_for(autonomous, people["support_agent"], subject="C-1001", subject_verified=verified)
+
+    result = gateway.invoke(context, "order.lookup", {"order_id": "A-1042"})
+
+    assert result.outcome == Outcome.EXECUTED, result.message
+    [headers] = recording.received
+    assert headers["X-Controlplane-Subject"] == "C-1001"
+    assert headers["X-Controlplane-Subject-Verified"] == header
+
+
+def test_a_turn_without_a_customer_sends_no_subject_headers(autonomous, people, recording):
+    context = context_for(autonomous, people["support_agent"], channel="internal")
+
+    result = gateway.invoke(context, "order.lookup", {"order_id": "A-1042"})
+
+    assert result.outcome == Outcome.EXECUTED, result.message
+    [headers] = recording.received
+    assert not {name.lower() for name in headers} & {"x-controlplane-subject", "x-controlplane-subject-verified"}
+
+
+# Left to httpx, CR, LF, NUL and surrounding whitespace fail in h11 as a LocalProtocolError
+# (so "could not be reached"), and anything outside ASCII, latin-1 included, as a
+# UnicodeEncodeError (not an httpx error at all); each must be one clear refusal instead,
+# before anything is sent.
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "C-1001\r\nX-Controlplane-Subject: C-1002",
+        "C-1001\nX-Evil: 1",
+        "C-1001\x00",
+        " C-1001",
+        "C-1001\t",
+        "Zoë",
+        "顧客-1",
+    ],
+)
+def test_a_subject_that_cannot_be_a_header_is_refused_before_any_request(autonomous, people, recording, subject):
+    context = context_for(autonomous, people["support_agent"], subject=subject, subject_verified=True)
+
+    result = gateway.invoke(context, "order.lookup", {"order_id": "A-1042"})
+
+    assert result.outcome == Outcome.FAILED
+    assert result.message == (
+        "The customer reference of this turn cannot be sent to Orders (sandbox): "
+        "it may hold only printable ASCII characters, with no space at either end. Nothing was sent."
+    )
+    assert subject.strip() not in result.message
+    assert recording.received == []
+    assert ToolCall.objects.get(pk=result.call_id).error == result.message
+
+
+def test_the_sandbox_refunds_no_order_of_another_customer(tenant, sandbox, autonomous, context):
+    _refund_tool(tenant, sandbox, autonomous)
+
+    result = gateway.invoke(context, "refund.issue", {"order_id": "A-1050", "amount": 10, "reason": "Broke"})
+
+    assert result.outcome == Outcome.FAILED
+    assert result.message == "Orders (sandbox) answered 404: There is no order A-1050 in this sandbox."
+    assert not SandboxRefund.objects.exists()
