@@ -17,6 +17,12 @@ PostgreSQL backend: wall time also holds waits for a CPU), the queries and Redis
 one call (``--verbose``: their text), and checks afterwards that every call was recorded and
 executed and that the audit chain verifies. Target: p95 overhead < 5 ms.
 
+The floor, measured the same way in the same run (blocks of its calls alternate with the
+gateway's, so both see the machine in the same state): the same calls' durable writes alone
+(the ToolCall row and its two chained audit events, through the gateway's own
+``_record_request`` and ``_execute``, on a decision taken once), with no read, no checks, no
+Redis. It is what keeping those records costs on this machine, whatever decides the call.
+
 ``--profile N`` then runs N calls in this process alone: time per section of ``invoke``
 (inclusive, per call), per SQL statement, and the top functions by cProfile.
 ``--unprepared`` runs with PREPARED_STATEMENTS off (as behind a connection pooler that
@@ -28,7 +34,7 @@ and Redis database 9 at redis://127.0.0.1:6379/ (flushed at the start;
 GATEWAY_BENCH_REDIS_URL names another). The machine's load average is printed: the workers
 share the CPUs with PostgreSQL and Redis.
 
-python bench/gateway.py [--calls 10000] [--workers 4] [--verbose] [--keep] [--profile 2000] [--unprepared]
+python bench/gateway.py [--calls 10000] [--workers 4] [--verbose] [--keep] [--profile 2000] [--unprepared] [--no-floor]
 """
 
 import argparse
@@ -156,7 +162,33 @@ def backend_cpu_seconds(backend_pid: int) -> float | None:
         return None
 
 
-def _worker(index: int, count: int, warmup: int, ids: dict, barrier, results) -> None:
+def records_only(context: TurnContext):
+    """The floor: the durable writes of one executed call and nothing else. The same rows,
+    events and statements as the gateway's (``_record_request``, then ``_execute`` with its
+    connector), on a decision taken once: no read, no checks, no Redis, no redaction."""
+    found = gateway_module.facts.read(context.tenant_id, context.agent_id, context.user_id, TOOL_NAME)
+    taken = gateway_module.authorize(context, found, TOOL_NAME, {})
+    assert taken.outcome == Outcome.EXECUTING, taken
+
+    def record() -> gateway_module.ToolResult:
+        decision = gateway_module.Decision(
+            taken.outcome, taken.reason_code, taken.reason, effect=taken.effect, grant_ids=taken.grant_ids
+        )
+        decision.roles = taken.roles
+        key = gateway_module.default_idempotency_key(context, TOOL_NAME, {})
+        call = gateway_module._new_call(context, found.tool, TOOL_NAME, {}, {}, "floor", key, decision, found.run)
+        gateway_module._record_request(context, call, decision, found.tool)
+        return gateway_module._execute(call, found.tool, context, {}, decision.roles)
+
+    return record
+
+
+BLOCK = 100  # calls per block: the gateway's and the floor's blocks alternate
+
+
+def _worker(index: int, count: int, warmup: int, ids: dict, barrier, results, floor: bool) -> None:
+    """``count`` gateway calls, each followed by a direct call, and (``floor``) ``count``
+    floor calls, in alternating blocks of BLOCK so both see the machine in the same state."""
     try:
         connections["default"].ensure_connection()
         with connection.cursor() as cursor:
@@ -165,40 +197,54 @@ def _worker(index: int, count: int, warmup: int, ids: dict, barrier, results) ->
         context = turn_context(ids)
         tool = Tool.objects.select_related("connection").get(pk=ids["tool"])
         roles = frozenset({"support_agent"})
+        calls = {"gateway": lambda: invoke(context, TOOL_NAME, {})}
+        if floor:
+            calls["floor"] = records_only(context)
         outcomes: Counter = Counter()
         for _ in range(warmup):
-            outcomes[invoke(context, TOOL_NAME, {}).outcome] += 1
+            for call in calls.values():
+                outcomes[call().outcome] += 1
             direct_call(tool, context, roles)
         barrier.wait()
-        gateway_ms, direct_ms = [], []
-        cpu_before, backend_before = time.process_time(), backend_cpu_seconds(backend)
-        began = time.monotonic()  # system-wide clock: comparable across the workers
-        for _ in range(count):
-            started = time.perf_counter()
-            result = invoke(context, TOOL_NAME, {})
-            gateway_ms.append((time.perf_counter() - started) * 1000)
-            outcomes[result.outcome] += 1
-            started = time.perf_counter()
-            direct_call(tool, context, roles)
-            direct_ms.append((time.perf_counter() - started) * 1000)
-        ended = time.monotonic()
-        backend_after = backend_cpu_seconds(backend)
-        cpu = time.process_time() - cpu_before
-        backend_cpu = None if backend_before is None or backend_after is None else backend_after - backend_before
-        results.put((index, None, gateway_ms, direct_ms, dict(outcomes), began, ended, cpu, backend_cpu))
+        measured = {name: {"ms": [], "cpu": 0.0, "backend_cpu": 0.0} for name in calls}
+        direct_ms = []
+        done = 0
+        while done < count:
+            size = min(BLOCK, count - done)
+            for name, call in calls.items():
+                cpu_before, backend_before = time.process_time(), backend_cpu_seconds(backend)
+                for _ in range(size):
+                    started = time.perf_counter()
+                    result = call()
+                    measured[name]["ms"].append((time.perf_counter() - started) * 1000)
+                    outcomes[result.outcome] += 1
+                    if name == "gateway":
+                        started = time.perf_counter()
+                        direct_call(tool, context, roles)
+                        direct_ms.append((time.perf_counter() - started) * 1000)
+                backend_after = backend_cpu_seconds(backend)
+                measured[name]["cpu"] += time.process_time() - cpu_before
+                if backend_before is None or backend_after is None:
+                    measured[name]["backend_cpu"] = None
+                elif measured[name]["backend_cpu"] is not None:
+                    measured[name]["backend_cpu"] += backend_after - backend_before
+            done += size
+        results.put((index, None, measured, direct_ms, dict(outcomes)))
     except BaseException:  # report it: the parent is waiting for this worker's results
-        results.put((index, traceback.format_exc(), [], [], {}, 0.0, 0.0, 0.0, None))
+        results.put((index, traceback.format_exc(), {}, [], {}))
     finally:
         connections.close_all()
 
 
-def run_workers(ids: dict, calls: int, workers: int, warmup: int) -> dict:
+def run_workers(ids: dict, calls: int, workers: int, warmup: int, floor: bool) -> dict:
+    """What the workers measured: per kind of call ("gateway", and "floor" when asked), its
+    latencies, CPU and backend CPU; the direct calls; the outcomes."""
     connections.close_all()  # children must not share the parent's socket
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(workers), context.Queue()
     shares = [calls // workers + (1 if index < calls % workers else 0) for index in range(workers)]
     processes = [
-        context.Process(target=_worker, args=(index, share, warmup, ids, barrier, results))
+        context.Process(target=_worker, args=(index, share, warmup, ids, barrier, results, floor))
         for index, share in enumerate(shares)
     ]
     for process in processes:
@@ -209,31 +255,41 @@ def run_workers(ids: dict, calls: int, workers: int, warmup: int) -> dict:
             collected.append(results.get(timeout=5))
         except queue.Empty:
             if any(process.exitcode not in (None, 0) for process in processes):
-                raise SystemExit("a worker died without reporting") from None
+                raise SystemExit("a worker failed without reporting") from None
     for process in processes:
         process.join()
     failures = [error for _index, error, *_rest in collected if error]
     if failures:
         raise SystemExit("a worker failed:\n" + failures[0])
-    gateway_ms = [sample for row in collected for sample in row[2]]
-    direct_ms = [sample for row in collected for sample in row[3]]
     outcomes: Counter = Counter()
     for row in collected:
         outcomes.update(row[4])
-    backend = [row[8] for row in collected]
+    kinds = {}
+    for name in collected[0][2]:
+        backend = [row[2][name]["backend_cpu"] for row in collected]
+        kinds[name] = {
+            "gateway": [sample for row in collected for sample in row[2][name]["ms"]],
+            "cpu": sum(row[2][name]["cpu"] for row in collected),
+            "backend_cpu": None if None in backend else sum(backend),
+        }
     return {
-        "gateway": gateway_ms,
-        "direct": direct_ms,
+        "kinds": kinds,
+        "direct": [sample for row in collected for sample in row[3]],
         "outcomes": outcomes,
-        "elapsed": max(row[6] for row in collected) - min(row[5] for row in collected),
-        "cpu": sum(row[7] for row in collected),
-        "backend_cpu": None if None in backend else sum(backend),
-        "invokes": sum(shares) + warmup * workers,
+        "invokes": sum(shares) * len(kinds) + warmup * workers * len(kinds),
     }
 
 
+def _cpu_ms(kind: dict) -> tuple[float, float | None]:
+    """CPU per call: the worker's, and its PostgreSQL backend's (None when unreadable)."""
+    calls = len(kind["gateway"])
+    backend = kind["backend_cpu"]
+    return kind["cpu"] / calls * 1000, None if backend is None else backend / calls * 1000
+
+
 def report(measured: dict, workers: int) -> None:
-    gateway_ms, direct_ms = measured["gateway"], measured["direct"]
+    gateway = measured["kinds"]["gateway"]
+    gateway_ms, direct_ms = gateway["gateway"], measured["direct"]
     direct_p50 = statistics.median(direct_ms)
     overhead = [sample - direct_p50 for sample in gateway_ms]
     p95 = percentile(overhead, 0.95)
@@ -244,19 +300,15 @@ def report(measured: dict, workers: int) -> None:
         f"  ratio gateway/direct: p50 {statistics.median(gateway_ms) / direct_p50:,.0f}x,"
         f" p95 {percentile(gateway_ms, 0.95) / percentile(direct_ms, 0.95):,.0f}x"
     )
-    print(
-        f"  throughput: {len(gateway_ms) / measured['elapsed']:,.0f} gateway calls/s overall"
-        f" ({len(gateway_ms):,} calls in {measured['elapsed']:.1f} s, {workers} workers)"
-    )
-    cpu_ms = measured["cpu"] / len(gateway_ms) * 1000
-    if measured["backend_cpu"] is not None:
-        backend_ms = measured["backend_cpu"] / len(gateway_ms) * 1000
+    throughput = workers / statistics.mean(gateway_ms) * 1000  # Little's law: each worker makes one call at a time
+    print(f"  throughput: {throughput:,.0f} gateway calls/s with {workers} workers (workers / mean latency)")
+    cpu_ms, backend_ms = _cpu_ms(gateway)
+    if backend_ms is not None:
         print(
             f"  CPU per call: {cpu_ms + backend_ms:.2f} ms (worker {cpu_ms:.2f} ms + its PostgreSQL backend"
             f" {backend_ms:.2f} ms; Redis and the chain's other backends not included)"
             f" vs mean wall {statistics.mean(gateway_ms):.2f} ms"
         )
-        throughput = len(gateway_ms) / measured["elapsed"]
         busy = throughput * (cpu_ms + backend_ms) / 1000 / (os.cpu_count() or 1)
         print(
             f"  the CPUs: {workers} worker(s) and their PostgreSQL backends on {os.cpu_count()} CPUs, which these"
@@ -268,6 +320,23 @@ def report(measured: dict, workers: int) -> None:
     print(
         f"  target p95 overhead < {TARGET_P95_OVERHEAD_MS:g} ms: {'met' if p95 < TARGET_P95_OVERHEAD_MS else 'MISSED'}"
         f" ({p95:.2f} ms)"
+    )
+
+
+def report_floor(measured: dict) -> None:
+    """The floor's latency and CPU, and what the gateway adds over it."""
+    floor_ms, gateway_ms = measured["kinds"]["floor"]["gateway"], measured["kinds"]["gateway"]["gateway"]
+    print(f"  writes alone    {summary(floor_ms)}")
+    floor_cpu, gateway_cpu = (sum(filter(None, _cpu_ms(measured["kinds"][name]))) for name in ("floor", "gateway"))
+    floor_p95, gateway_p95 = percentile(floor_ms, 0.95), percentile(gateway_ms, 0.95)
+    print(
+        f"  CPU per call: {floor_cpu:.2f} ms (worker + its PostgreSQL backend) vs the gateway's {gateway_cpu:.2f} ms;"
+        f" p95 {floor_p95:.2f} ms vs the gateway's {gateway_p95:.2f} ms: the read, the checks, Redis and redaction"
+        f" add {gateway_p95 - floor_p95:.2f} ms at p95 ({gateway_p95 / floor_p95:.2f}x the floor)"
+    )
+    print(
+        f"  target p95 overhead < {TARGET_P95_OVERHEAD_MS:g} ms, for the writes alone:"
+        f" {'met' if floor_p95 < TARGET_P95_OVERHEAD_MS else 'MISSED'} ({floor_p95:.2f} ms)"
     )
 
 
@@ -536,6 +605,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     parser.add_argument("--warmup", type=int, default=100, help="calls per worker before timing (default 100)")
     parser.add_argument("--verbose", action="store_true", help="print the SQL and Redis commands of one call")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor (the durable writes alone)")
     parser.add_argument("--keep", action="store_true", help="leave the database in place afterwards")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N calls in one process")
     parser.add_argument(
@@ -563,15 +633,26 @@ def main() -> None:
         count_round_trips(context, options.verbose)
         invokes = 2
         share = options.calls // options.workers
+        floor = not options.no_floor
         print(
             f"\n{options.calls:,} gateway calls by {options.workers} worker processes (~{share:,} each, after"
-            f" {options.warmup} warm-up calls each), each interleaved with a direct call of the same no-op tool"
+            f" {options.warmup} warm-up calls each), each followed by a direct call of the same no-op tool"
+            + (
+                f"; in alternating blocks of {BLOCK}, as many floor calls: the same durable writes alone (the call's"
+                " row and its tool.requested and tool.executed events, chained, two commits; no read, no decision,"
+                " no Redis)"
+                if floor
+                else ""
+            )
         )
-        measured = run_workers(ids, options.calls, options.workers, options.warmup)
+        measured = run_workers(ids, options.calls, options.workers, options.warmup, floor)
         invokes += measured["invokes"]
         outcomes = {str(outcome): count for outcome, count in measured["outcomes"].items()}
         print(f"  (load average after {os.getloadavg()[0]:.2f}; outcomes {outcomes})")
         report(measured, options.workers)
+        if floor:
+            print("\nthe floor")
+            report_floor(measured)
         print("\nchecks")
         ok = check(invokes)
         if options.profile:
