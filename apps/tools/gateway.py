@@ -450,7 +450,9 @@ def authorize(
     if foreign_tenant(arguments, run):
         return _deny("cross_tenant", "An argument names another tenant; calls stay inside the turn's tenant.")
     if foreign_customer(arguments, context):
-        return _deny("cross_customer", "An argument names another customer; calls act only for this conversation's.")
+        return _deny(
+            "cross_customer", "An argument names another customer; calls act for the conversation's customer only."
+        )
     refusal = _refused_personal_data(tool, redact(arguments)[1] if argument_kinds is None else argument_kinds, found)
     if refusal is not None:
         return refusal
