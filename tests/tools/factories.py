@@ -1,6 +1,10 @@
 """Tools, connections, grants and allowlists for tests, made directly (the services that
 make them in production are tested on their own)."""
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from apps.accounts.models import Role
 from apps.tools import secrets
 from apps.tools.builtins import SCHEMAS
@@ -88,3 +92,33 @@ def allow(agent, *tools) -> None:
 
 def context_for(agent, user, **fields) -> TurnContext:
     return TurnContext(tenant_id=agent.tenant_id, agent_id=agent.pk, user_id=user.pk, **fields)
+
+
+class AnsweringServer:
+    """A connected system for tests: answers every request with 200 and a JSON object, and
+    keeps what it received: ``received`` (method, path) and ``headers`` (one dict each)."""
+
+    def __init__(self):
+        received, headers = self.received, self.headers = [], []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                received.append((self.command, self.path))
+                headers.append(dict(self.headers))
+                body = json.dumps({"ok": True}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

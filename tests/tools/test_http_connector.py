@@ -22,7 +22,7 @@ from apps.tools.choices import Outcome, RiskTier
 from apps.tools.models import ToolCall
 from tests.audit.helpers import chained
 
-from .factories import allow, connection, context_for, grant, http_tool
+from .factories import AnsweringServer, allow, connection, context_for, grant, http_tool
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache")]
 
@@ -288,35 +288,9 @@ def test_a_redirect_is_a_failed_call_not_a_result(tenant, people, token, autonom
 # --- Who the call is for --------------------------------------------------------------------
 
 
-class RecordingServer:
-    """Answers every request with 200 and a JSON object, keeping the headers it received."""
-
-    def __init__(self):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        received = self.received = []
-
-        class Record(BaseHTTPRequestHandler):
-            def do_GET(self):
-                received.append(dict(self.headers))
-                body = json.dumps({"ok": True}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
 @pytest.fixture
 def recording(tenant, people, token, autonomous):
-    server = RecordingServer()
+    server = AnsweringServer()
     recorded = connection(tenant, people["security"], name="recorded", secret=token, base_url=server.url)
     _lookup_tool(tenant, recorded, autonomous)
     yield server
@@ -330,7 +304,7 @@ def test_the_turns_customer_is_sent_with_the_call(autonomous, people, recording,
     result = gateway.invoke(context, "order.lookup", {"order_id": "A-1042"})
 
     assert result.outcome == Outcome.EXECUTED, result.message
-    [headers] = recording.received
+    [headers] = recording.headers
     assert headers["X-Controlplane-Subject"] == "C-1001"
     assert headers["X-Controlplane-Subject-Verified"] == header
 
@@ -341,7 +315,7 @@ def test_a_turn_without_a_customer_sends_no_subject_headers(autonomous, people, 
     result = gateway.invoke(context, "order.lookup", {"order_id": "A-1042"})
 
     assert result.outcome == Outcome.EXECUTED, result.message
-    [headers] = recording.received
+    [headers] = recording.headers
     assert not {name.lower() for name in headers} & {"x-controlplane-subject", "x-controlplane-subject-verified"}
 
 
@@ -372,7 +346,7 @@ def test_a_subject_that_cannot_be_a_header_is_refused_before_any_request(autonom
         "it may hold only printable ASCII characters, with no space at either end. Nothing was sent."
     )
     assert subject.strip() not in result.message
-    assert recording.received == []
+    assert recording.headers == []
     assert ToolCall.objects.get(pk=result.call_id).error == result.message
 
 

@@ -5,9 +5,6 @@ that answers every request (the decision is what is under test; the sandbox has 
 tests), and a call counts as executed only if that server received it."""
 
 import io
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.management import call_command
@@ -21,6 +18,8 @@ from apps.tools.choices import Effect, Outcome, RiskTier
 from apps.tools.demo import ALLOWLISTS, GRANTS, TOOLS
 from apps.tools.gateway import TurnContext, invoke
 from apps.tools.models import Connection, ToolCall
+
+from .factories import AnsweringServer
 
 ARGUMENTS = {
     "knowledge.search": {"query": "How do I return a damaged blender?"},
@@ -54,34 +53,6 @@ def expected(kind: str, tool_name: str, agent_slug: str, mode: str) -> str:
     if mode == RolloutMode.APPROVAL and spec.get("writes", False):
         needs_human = True
     return Outcome.NEEDS_APPROVAL if needs_human else Outcome.EXECUTED
-
-
-class AnsweringServer:
-    """Answers every request with 200 and a JSON object, and counts what it received."""
-
-    def __init__(self):
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                received.append((self.command, self.path))
-                body = json.dumps({"ok": True}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_DELETE = _answer
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
 @pytest.fixture
