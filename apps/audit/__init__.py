@@ -2,7 +2,7 @@
 
 from .events import EventType
 
-__all__ = ["EventType", "change_and_record", "record"]
+__all__ = ["EventType", "change_and_record", "record", "storable"]
 
 
 def record(event_type: str, **fields) -> None:
@@ -18,3 +18,11 @@ def change_and_record(statement: str, params, event_type: str, **fields) -> bool
     from .services import change_and_record as _change_and_record
 
     return _change_and_record(statement, params, event_type, **fields)
+
+
+def storable(value):
+    """``value`` with what the database cannot store (NUL, unpaired surrogates, NaN)
+    replaced; see apps.audit.services.storable."""
+    from .services import storable as _storable
+
+    return _storable(value)

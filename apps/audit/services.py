@@ -54,17 +54,18 @@ def _text(value) -> str | None:
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _storable(value):
+def storable(value):
     """``value`` with text the database cannot parse replaced by U+FFFD and non-finite
-    floats (NaN, infinities: not JSON) written as text."""
+    floats (NaN, infinities: not JSON) written as text. For any record of outside input,
+    not only audit bodies (the tool gateway's call rows)."""
     if isinstance(value, str):
         return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {_storable(key): _storable(item) for key, item in value.items()}
+        return {storable(key): storable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_storable(item) for item in value]
+        return [storable(item) for item in value]
     return value
 
 
@@ -155,7 +156,7 @@ def build_body(
     # and exported about half as long.
     body = {key: value for key, value in body.items() if value is not None and value not in ("", [], {})}
     try:
-        return canonical_json(_storable(body))
+        return canonical_json(storable(body))
     except TypeError as error:  # a value JSON cannot hold (a model instance, a file, ...)
         raise ValueError(str(error)) from error
 

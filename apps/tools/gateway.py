@@ -447,6 +447,11 @@ def authorize(
     problems = schema_errors(tool, arguments)
     if problems:  # paths can hold keys the model made up: redacted like any argument
         return _deny("invalid_arguments", redact("Invalid arguments: " + "; ".join(problems) + ".")[0])
+    if audit.storable(arguments) != arguments:
+        return _deny(
+            "invalid_arguments",
+            "The arguments hold what cannot be recorded (a NUL, an unpaired surrogate or NaN); nothing was sent.",
+        )
     if foreign_tenant(arguments, run):
         return _deny("cross_tenant", "An argument names another tenant; calls stay inside the turn's tenant.")
     if foreign_customer(arguments, context):
@@ -591,21 +596,23 @@ def _requested_event(context: TurnContext, call: ToolCall, decision: Decision, t
 
 
 def _new_call(context, tool, tool_name, arguments, redacted, digest, key, decision, run) -> ToolCall:
+    """The call's row. What came from outside (names, ids, the subject, the arguments) is
+    stored as the database can hold it: a NUL must not make a refusal unrecordable."""
     return ToolCall(
         idempotency_key=key,
         tenant_id=context.tenant_id,
         agent_id=context.agent_id if run.tenant_id == context.tenant_id else None,
         tool=tool,
-        tool_name=tool_name[:100],
+        tool_name=audit.storable(tool_name[:100]),
         user_id=context.user_id,
-        conversation_id=context.conversation_id,
-        turn_id=context.turn_id,
-        channel=context.channel,
-        subject=context.subject,
+        conversation_id=audit.storable(context.conversation_id),
+        turn_id=audit.storable(context.turn_id),
+        channel=audit.storable(context.channel),
+        subject=audit.storable(context.subject),
         subject_verified=context.subject_verified,
-        scope=context.scope(),
+        scope=audit.storable(context.scope()),
         rollout_mode=run.rollout_mode,
-        arguments=redacted,
+        arguments=audit.storable(redacted),
         action_digest=digest,
         effect=decision.effect,
         outcome=decision.outcome,
@@ -719,8 +726,8 @@ def _execute(call: ToolCall, tool: Tool, context: TurnContext, arguments: dict, 
         data, error = None, f"{tool.name} failed unexpectedly ({type(failure).__name__})."
     latency = round((time.perf_counter() - started) * 1000, 3)
     call.outcome = Outcome.EXECUTED if error is None else Outcome.FAILED
-    call.result = redact(data)[0] if data is not None else None
-    call.error = redact(error)[0] if error else ""  # a system's error text may quote personal data
+    call.result = audit.storable(redact(data)[0]) if data is not None else None
+    call.error = audit.storable(redact(error)[0]) if error else ""  # a system's error text may quote personal data
     call.latency_ms = latency
     call.finished_at = timezone.now()
     call.pending_arguments = None
@@ -773,7 +780,7 @@ def invoke(
     with the approval request when the call needs one, redacted like the arguments."""
     as_object = arguments if isinstance(arguments, dict) else {"value": arguments}
     digest = action_digest(tool_name, as_object, context.tenant_id, context.subject)
-    key = idempotency_key or default_idempotency_key(context, tool_name, as_object)
+    key = audit.storable(idempotency_key or default_idempotency_key(context, tool_name, as_object))
     if idempotency_key or context.turn_id:  # a key that may have been seen: a repeat is answered, not decided again
         earlier = ToolCall.objects.filter(tenant_id=context.tenant_id, idempotency_key=key).first()
         if earlier is not None:

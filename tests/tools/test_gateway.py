@@ -1061,6 +1061,36 @@ def test_a_timeout_is_reported_to_the_model_and_not_retried(refund, context, mon
     assert chained(event_type="tool.failed").count() == 1
 
 
+# --- What the database cannot hold (PostgreSQL refuses NUL in text and JSON) ----------------
+
+
+@pytest.mark.parametrize("note", ["a\x00b", "half a pair \ud800"], ids=["nul", "surrogate"])
+def test_arguments_that_cannot_be_recorded_are_refused_and_recorded(context, allowed, executions, note):
+    result = invoke(context, "orders.touch", {"note": note})
+
+    assert (result.outcome, result.reason_code) == (Outcome.DENIED, "invalid_arguments")
+    assert "cannot be recorded" in result.message
+    assert executions == []
+    assert only_call().outcome == Outcome.DENIED  # the refusal itself is on record
+
+
+def test_a_context_and_a_result_the_database_cannot_hold_are_stored_replaced(tenant, agent, people, register_builtin):
+    register_builtin("tests.nul", lambda invocation: {"text": "x\x00y"}, {"type": "object"})
+    made = counting_tool(tenant, "orders.nul", builtin="tests.nul")
+    allow(agent, made)
+    grant(made, "support_agent")
+    context = context_for(agent, people["support_agent"], channel="web_chat", subject="C-1\x00", turn_id="t\x00")
+
+    result = invoke(context, "orders.nul", {}, idempotency_key="key\x00")
+
+    assert result.executed and result.data == {"text": "x\x00y"}  # the model gets what the tool said
+    call = only_call()
+    assert (call.subject, call.turn_id, call.idempotency_key) == ("C-1\ufffd", "t\ufffd", "key\ufffd")
+    assert call.result == {"text": "x\ufffdy"}
+    again = invoke(context, "orders.nul", {}, idempotency_key="key\x00")
+    assert again.replayed and ToolCall.objects.count() == 1
+
+
 def test_a_result_that_is_not_an_object_fails(tenant, agent, context, register_builtin):
     register_builtin("tests.listing", lambda invocation: ["not", "an", "object"], {"type": "object"})
     made = counting_tool(tenant, "orders.list", builtin="tests.listing")
