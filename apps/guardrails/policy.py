@@ -199,9 +199,12 @@ class _Checker:
         if not isinstance(value, dict):
             self.fail(path, "must map tool names to lists of kinds, e.g. payout.create: [iban]")
         for tool, kinds in value.items():
-            if not isinstance(tool, str) or not _TOOL_NAME.match(tool):
-                self.fail((*path, tool), "is not a tool name such as refund.issue")
+            self.tool_name(tool, (*path, tool))
             self.kinds(kinds, (*path, tool))
+
+    def tool_name(self, value, path):
+        if not isinstance(value, str) or not _TOOL_NAME.match(value):
+            self.fail(path, "is not a tool name such as refund.issue")
 
     def kinds(self, value, path):
         if not isinstance(value, list):
@@ -221,8 +224,8 @@ class _Checker:
         if not isinstance(value, dict):
             self.fail(path, "must map tool names (or default) to daily limits")
         for tool, limit in value.items():
-            if tool != "default" and (not isinstance(tool, str) or not _TOOL_NAME.match(tool)):
-                self.fail((*path, tool), "is not a tool name such as refund.issue")
+            if tool != "default":
+                self.tool_name(tool, (*path, tool))
             self.integer(0)(limit, (*path, tool))
         if self.complete and "default" not in value:
             self.fail(path, "missing default")
