@@ -52,6 +52,7 @@ from apps.approvals.models import ApprovalRequest
 from apps.audit.canonical import canonical_json
 from apps.audit.redaction import redact
 from apps.guardrails import counters
+from apps.guardrails.policy import CompiledPolicy
 from apps.guardrails.services import GuardContext, effective_policy_of, tool_day_window
 
 from . import connectors, facts
@@ -239,8 +240,8 @@ PERSONAL_DATA_NAMES = {
 }
 
 
-def _refused_personal_data(tool: Tool, kinds, found: facts.Facts) -> Decision | None:
-    refused = sorted(effective_policy_of(found.policy_documents).refused_in_arguments(tool.name) & set(kinds))
+def _refused_personal_data(tool: Tool, kinds, policy: CompiledPolicy) -> Decision | None:
+    refused = sorted(policy.refused_in_arguments(tool.name) & set(kinds))
     if not refused:
         return None
     what = " and ".join(PERSONAL_DATA_NAMES[kind] for kind in refused)
@@ -384,7 +385,7 @@ def _may_proceed(tool: Tool, mode: str, context: TurnContext) -> bool:
     return mode in (RolloutMode.APPROVAL, RolloutMode.AUTONOMOUS) or (mode == RolloutMode.ASSIST and tool.reversible)
 
 
-def _count_limits(decision: Decision, tool: Tool, context: TurnContext, found: facts.Facts, mode: str) -> Decision:
+def _count_limits(decision: Decision, tool: Tool, context: TurnContext, policy: CompiledPolicy, mode: str) -> Decision:
     """Count the call in the daily windows of its holding grants and, when it may proceed,
     in the rate-limit windows, all in one round trip; a grant over its daily limit stops
     holding (another may still hold). A call that is then refused, or does not proceed,
@@ -396,7 +397,7 @@ def _count_limits(decision: Decision, tool: Tool, context: TurnContext, found: f
     ]
     windows = []
     if _may_proceed(tool, mode, context):
-        windows = _limit_windows(tool, context, effective_policy_of(found.policy_documents))
+        windows = _limit_windows(tool, context, policy)
     if not daily and not windows:
         return decision
     counted = [key for _grant, key in daily] + [key for key, *_ in windows]
@@ -458,7 +459,8 @@ def authorize(
         return _deny(
             "cross_customer", "An argument names another customer; calls act for the conversation's customer only."
         )
-    refusal = _refused_personal_data(tool, redact(arguments)[1] if argument_kinds is None else argument_kinds, found)
+    policy = effective_policy_of(found.policy_documents)  # the guardrail policy of this agent, as of now
+    refusal = _refused_personal_data(tool, redact(arguments)[1] if argument_kinds is None else argument_kinds, policy)
     if refusal is not None:
         return refusal
     if not tool.on_allowlist:
@@ -469,7 +471,7 @@ def authorize(
     if decision.outcome == Outcome.DENIED:
         return decision
     if not approved:
-        decision = _count_limits(decision, tool, context, found, run.rollout_mode)
+        decision = _count_limits(decision, tool, context, policy, run.rollout_mode)
         if decision.outcome == Outcome.DENIED:
             return decision
     _apply_tier(decision, tool)
