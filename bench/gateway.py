@@ -268,7 +268,7 @@ def run_workers(ids: dict, calls: int, workers: int, warmup: int, floor: bool) -
     for name in collected[0][2]:
         backend = [row[2][name]["backend_cpu"] for row in collected]
         kinds[name] = {
-            "gateway": [sample for row in collected for sample in row[2][name]["ms"]],
+            "ms": [sample for row in collected for sample in row[2][name]["ms"]],
             "cpu": sum(row[2][name]["cpu"] for row in collected),
             "backend_cpu": None if None in backend else sum(backend),
         }
@@ -282,14 +282,14 @@ def run_workers(ids: dict, calls: int, workers: int, warmup: int, floor: bool) -
 
 def _cpu_ms(kind: dict) -> tuple[float, float | None]:
     """CPU per call: the worker's, and its PostgreSQL backend's (None when unreadable)."""
-    calls = len(kind["gateway"])
+    calls = len(kind["ms"])
     backend = kind["backend_cpu"]
     return kind["cpu"] / calls * 1000, None if backend is None else backend / calls * 1000
 
 
 def report(measured: dict, workers: int) -> None:
     gateway = measured["kinds"]["gateway"]
-    gateway_ms, direct_ms = gateway["gateway"], measured["direct"]
+    gateway_ms, direct_ms = gateway["ms"], measured["direct"]
     direct_p50 = statistics.median(direct_ms)
     overhead = [sample - direct_p50 for sample in gateway_ms]
     p95 = percentile(overhead, 0.95)
@@ -325,7 +325,7 @@ def report(measured: dict, workers: int) -> None:
 
 def report_floor(measured: dict) -> None:
     """The floor's latency and CPU, and what the gateway adds over it."""
-    floor_ms, gateway_ms = measured["kinds"]["floor"]["gateway"], measured["kinds"]["gateway"]["gateway"]
+    floor_ms, gateway_ms = measured["kinds"]["floor"]["ms"], measured["kinds"]["gateway"]["ms"]
     print(f"  writes alone    {summary(floor_ms)}")
     floor_cpu, gateway_cpu = (sum(filter(None, _cpu_ms(measured["kinds"][name]))) for name in ("floor", "gateway"))
     floor_p95, gateway_p95 = percentile(floor_ms, 0.95), percentile(gateway_ms, 0.95)
